@@ -1,0 +1,168 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "gridpay.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	if err := DefaultWorker().Validate(); err != nil {
+		t.Fatalf("worker defaults: %v", err)
+	}
+	if err := DefaultAdmin().Validate(); err != nil {
+		t.Fatalf("admin defaults: %v", err)
+	}
+}
+
+func TestPrecedenceFileEnvFlag(t *testing.T) {
+	file := writeFile(t, `
+temporal:
+  address: file-host:7233
+  namespace: from-file
+hsm:
+  sessions: 3
+pki:
+  customer_validity: 720h
+`)
+	t.Setenv("GRIDPAY_TEMPORAL_NAMESPACE", "from-env")
+	t.Setenv("GRIDPAY_LOG_LEVEL", "debug")
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	fs.String("temporal-address", "", "")
+	if err := fs.Parse([]string{"--temporal-address=flag-host:7000"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(DefaultWorker(), Source{File: file, Flags: fs, Bind: map[string]string{"temporal-address": "temporal.address"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Temporal.Address != "flag-host:7000" {
+		t.Errorf("flag should win over file: got %q", cfg.Temporal.Address)
+	}
+	if cfg.Temporal.Namespace != "from-env" {
+		t.Errorf("env should win over file: got %q", cfg.Temporal.Namespace)
+	}
+	if cfg.Log.Level != "debug" {
+		t.Errorf("env should set a key absent from the file: got %q", cfg.Log.Level)
+	}
+	if cfg.HSM.Sessions != 3 || cfg.PKI.CustomerValidity != 720*time.Hour {
+		t.Errorf("file values not applied: sessions=%d validity=%s", cfg.HSM.Sessions, cfg.PKI.CustomerValidity)
+	}
+	if cfg.Temporal.TaskQueue != "gridpay" {
+		t.Errorf("default lost: task_queue=%q", cfg.Temporal.TaskQueue)
+	}
+}
+
+func TestMissingRequiredKeyIsNamed(t *testing.T) {
+	file := writeFile(t, "temporal:\n  task_queue: \"\"\n")
+	_, err := Load(DefaultWorker(), Source{File: file})
+	var fe Errors
+	if !errors.As(err, &fe) {
+		t.Fatalf("want config.Errors, got %v", err)
+	}
+	if len(fe) != 1 || fe[0].Key != "temporal.task_queue" || !strings.Contains(err.Error(), "temporal.task_queue: required") {
+		t.Fatalf("error does not name the key: %v", err)
+	}
+}
+
+func TestMalformedValueIsNamed(t *testing.T) {
+	cases := map[string]struct {
+		file, env, value, key string
+	}{
+		"int in file":       {file: "hsm:\n  sessions: many\n", key: "hsm.sessions"},
+		"duration from env": {env: "GRIDPAY_PKI_CRL_VALIDITY", value: "a week", key: "pki.crl_validity"},
+		"address from env":  {env: "GRIDPAY_TEMPORAL_ADDRESS", value: "no-port", key: "temporal.address"},
+		"unknown key":       {file: "hsm:\n  modul: /x.so\n", key: "hsm.modul"},
+		"enum":              {env: "GRIDPAY_LOG_FORMAT", value: "xml", key: "log.format"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			src := Source{}
+			if tc.file != "" {
+				src.File = writeFile(t, tc.file)
+			}
+			if tc.env != "" {
+				t.Setenv(tc.env, tc.value)
+			}
+			_, err := Load(DefaultWorker(), src)
+			if err == nil || !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("want an error naming %s, got %v", tc.key, err)
+			}
+		})
+	}
+}
+
+func TestSecretsNeverInline(t *testing.T) {
+	file := writeFile(t, "hsm:\n  pin: \"123456\"\n")
+	_, err := Load(DefaultWorker(), Source{File: file})
+	if err == nil || !strings.Contains(err.Error(), "hsm.pin") || strings.Contains(err.Error(), "123456") {
+		t.Fatalf("want a refusal naming hsm.pin without echoing it, got %v", err)
+	}
+
+	file = writeFile(t, "database:\n  dsn: postgres://u:hunter2@db/gridpay\n")
+	_, err = Load(DefaultWorker(), Source{File: file})
+	if err == nil || !strings.Contains(err.Error(), "database.dsn") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("want a refusal naming database.dsn without echoing the password, got %v", err)
+	}
+}
+
+func TestSecretSources(t *testing.T) {
+	dir := t.TempDir()
+	pinFile := filepath.Join(dir, "pin")
+	if err := os.WriteFile(pinFile, []byte("654321\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Secret{File: pinFile, Env: "GRIDPAY_TEST_PIN"}.Read("hsm.pin")
+	if err != nil || string(got) != "654321" {
+		t.Fatalf("file secret: %q %v", got, err)
+	}
+
+	t.Setenv("GRIDPAY_TEST_PIN", "111111")
+	got, err = Secret{Env: "GRIDPAY_TEST_PIN"}.Read("hsm.pin")
+	if err != nil || string(got) != "111111" {
+		t.Fatalf("env secret: %q %v", got, err)
+	}
+
+	_, err = Secret{Env: "GRIDPAY_TEST_UNSET_PIN"}.Read("hsm.pin")
+	if !errors.Is(err, ErrSecretMissing) || !strings.Contains(err.Error(), "GRIDPAY_TEST_UNSET_PIN") {
+		t.Fatalf("missing secret: %v", err)
+	}
+
+	if err := os.Chmod(pinFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (Secret{File: pinFile}).Read("hsm.pin"); err == nil || !strings.Contains(err.Error(), "readable by every user") {
+		t.Fatalf("world-readable secret file accepted: %v", err)
+	}
+}
+
+func TestRedactedNeverPrintsSecrets(t *testing.T) {
+	t.Setenv("GRIDPAY_HSM_PIN", "999999")
+	cfg := DefaultWorker()
+	cfg.Database.DSN = "postgres://gridpay:s3cret@db:5432/gridpay"
+	out, err := Redacted(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if strings.Contains(s, "999999") || strings.Contains(s, "s3cret") {
+		t.Fatalf("secret printed:\n%s", s)
+	}
+	if !strings.Contains(s, "[redacted]") || !strings.Contains(s, "GRIDPAY_HSM_PIN") {
+		t.Fatalf("expected the redaction marker and the secret's source:\n%s", s)
+	}
+}

@@ -1,0 +1,159 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// FieldError is one problem with one configuration key.
+type FieldError struct {
+	Key     string
+	Problem string
+}
+
+func (e FieldError) Error() string { return e.Key + ": " + e.Problem }
+
+// Errors is every problem found in a configuration; its message names each
+// key and what is wrong with it.
+type Errors []FieldError
+
+func (e Errors) Error() string {
+	parts := make([]string, len(e))
+	for i, f := range e {
+		parts[i] = f.Error()
+	}
+	return "invalid configuration: " + strings.Join(parts, "; ")
+}
+
+// checker accumulates FieldErrors.
+type checker struct{ errs Errors }
+
+func (c *checker) add(key, format string, args ...any) {
+	c.errs = append(c.errs, FieldError{Key: key, Problem: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) required(key, value string) bool {
+	if strings.TrimSpace(value) == "" {
+		c.add(key, "required but empty")
+		return false
+	}
+	return true
+}
+
+func (c *checker) oneOf(key, value string, allowed ...string) {
+	for _, a := range allowed {
+		if value == a {
+			return
+		}
+	}
+	c.add(key, "%q is not one of %s", value, strings.Join(allowed, ", "))
+}
+
+func (c *checker) hostPort(key, value string) {
+	if !c.required(key, value) {
+		return
+	}
+	host, port, err := net.SplitHostPort(value)
+	if err != nil {
+		c.add(key, "%q is not host:port", value)
+		return
+	}
+	if host == "" {
+		c.add(key, "%q has no host", value)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		c.add(key, "%q has an invalid port", value)
+	}
+}
+
+func (c *checker) positive(key string, d time.Duration) {
+	if d <= 0 {
+		c.add(key, "must be a positive duration, got %s", d)
+	}
+}
+
+func (c *checker) err() error {
+	if len(c.errs) == 0 {
+		return nil
+	}
+	return c.errs
+}
+
+func (l Log) check(c *checker, prefix string) {
+	c.oneOf(prefix+".level", l.Level, "debug", "info", "warn", "error")
+	c.oneOf(prefix+".format", l.Format, "json", "console")
+}
+
+func (d Database) check(c *checker, prefix string) {
+	if c.required(prefix+".dsn", d.DSN) && dsnHasPassword(d.DSN) {
+		c.add(prefix+".dsn", "must not contain a password; use %s.password.file or %s", prefix, d.Password.Env)
+	}
+	if d.MaxConns < 1 || d.MaxConns > 1000 {
+		c.add(prefix+".max_conns", "must be between 1 and 1000, got %d", d.MaxConns)
+	}
+}
+
+func (h HSM) check(c *checker, prefix string) {
+	c.required(prefix+".module", h.Module)
+	if h.TokenLabel == "" && h.TokenSerial == "" {
+		c.add(prefix+".token_label", "required (or %s.token_serial)", prefix)
+	}
+	if h.Sessions < 0 || h.Sessions > 256 {
+		c.add(prefix+".sessions", "must be between 0 and 256, got %d", h.Sessions)
+	}
+}
+
+func (t Temporal) check(c *checker, prefix string) {
+	c.hostPort(prefix+".address", t.Address)
+	c.required(prefix+".namespace", t.Namespace)
+	c.required(prefix+".task_queue", t.TaskQueue)
+}
+
+func (p PKI) check(c *checker, prefix string) {
+	c.required(prefix+".dir", p.Dir)
+	c.required(prefix+".organization", p.Organization)
+	if len(p.Country) != 2 {
+		c.add(prefix+".country", "must be a two-letter ISO 3166 code, got %q", p.Country)
+	}
+	c.required(prefix+".root_key_label", p.RootKeyLabel)
+	c.required(prefix+".customer_key_label", p.CustomerKeyLabel)
+	c.required(prefix+".services_key_label", p.ServicesKeyLabel)
+	c.positive(prefix+".root_validity", p.RootValidity)
+	c.positive(prefix+".issuing_validity", p.IssuingValidity)
+	c.positive(prefix+".customer_validity", p.CustomerValidity)
+	c.positive(prefix+".server_validity", p.ServerValidity)
+	c.positive(prefix+".crl_validity", p.CRLValidity)
+	if p.IssuingValidity > p.RootValidity {
+		c.add(prefix+".issuing_validity", "must not exceed %s.root_validity", prefix)
+	}
+	if p.CustomerValidity > p.IssuingValidity {
+		c.add(prefix+".customer_validity", "must not exceed %s.issuing_validity", prefix)
+	}
+}
+
+func (cm Common) check(c *checker) {
+	cm.Log.check(c, "log")
+	cm.Database.check(c, "database")
+	cm.HSM.check(c, "hsm")
+	cm.Temporal.check(c, "temporal")
+}
+
+// Validate checks the worker configuration.
+func (w Worker) Validate() error {
+	var c checker
+	w.Common.check(&c)
+	w.PKI.check(&c, "pki")
+	c.positive("shutdown_timeout", w.ShutdownTimeout)
+	return c.err()
+}
+
+// Validate checks the adminctl configuration.
+func (a Admin) Validate() error {
+	var c checker
+	a.Common.check(&c)
+	a.PKI.check(&c, "pki")
+	return c.err()
+}

@@ -1,0 +1,148 @@
+package deploy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+func loadProject(t *testing.T) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions(
+		[]string{"../docker-compose.yml"},
+		cli.WithWorkingDirectory(".."),
+		cli.WithEnv([]string{}), // CI's environment must not change what the file means
+		cli.WithResolvedPaths(true),
+		cli.WithConsistency(true),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return p
+}
+
+func TestComposeTopology(t *testing.T) {
+	p := loadProject(t)
+	want := []string{"postgresql", "temporal-schema", "temporal", "temporal-ui", "worker", "gateway"}
+	for _, name := range want {
+		if _, err := p.GetService(name); err != nil {
+			t.Errorf("service %s missing: %v", name, err)
+		}
+	}
+
+	temporal, _ := p.GetService("temporal")
+	if db := temporal.Environment["DB"]; db == nil || *db != "postgres12" {
+		t.Errorf("temporal must persist to PostgreSQL (DB=postgres12), got %v", db)
+	}
+	if seeds := temporal.Environment["POSTGRES_SEEDS"]; seeds == nil || *seeds != "postgresql" {
+		t.Errorf("temporal must point at the postgresql service, got %v", seeds)
+	}
+
+	dependsOn := map[string]map[string]string{
+		"temporal-schema": {"postgresql": types.ServiceConditionHealthy},
+		"temporal":        {"temporal-schema": types.ServiceConditionCompletedSuccessfully},
+		"temporal-ui":     {"temporal": types.ServiceConditionHealthy},
+		"worker":          {"temporal": types.ServiceConditionHealthy, "postgresql": types.ServiceConditionHealthy},
+		"gateway":         {"temporal": types.ServiceConditionHealthy, "postgresql": types.ServiceConditionHealthy},
+	}
+	for svc, deps := range dependsOn {
+		s, _ := p.GetService(svc)
+		for dep, cond := range deps {
+			if got, ok := s.DependsOn[dep]; !ok || got.Condition != cond {
+				t.Errorf("%s must depend on %s (%s), got %+v", svc, dep, cond, s.DependsOn[dep])
+			}
+		}
+	}
+	for _, svc := range []string{"postgresql", "temporal"} {
+		if s, _ := p.GetService(svc); s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
+			t.Errorf("%s needs a health check: others wait on it", svc)
+		}
+	}
+}
+
+// Only the gateway faces the outside; the Web UI is for operators on the
+// admin interface; the databases and Temporal publish nothing.
+func TestComposeExposure(t *testing.T) {
+	p := loadProject(t)
+	for _, s := range p.Services {
+		for _, port := range s.Ports {
+			switch {
+			case s.Name == "gateway":
+			case s.Name == "temporal-ui" && port.HostIP == "127.0.0.1":
+			default:
+				t.Errorf("service %s publishes port %s on %q", s.Name, port.Published, port.HostIP)
+			}
+		}
+	}
+	gw, _ := p.GetService("gateway")
+	var published []string
+	for _, port := range gw.Ports {
+		published = append(published, port.Published)
+	}
+	if !slices.Contains(published, "8443") || !slices.Contains(published, "8444") {
+		t.Errorf("gateway must publish 8443 (clients) and 8444 (notifications), got %v", published)
+	}
+	if net, ok := p.Networks["intranet"]; !ok || !net.Internal {
+		t.Error("the intranet network must be internal (no route out)")
+	}
+}
+
+var secretish = regexp.MustCompile(`(?i)(PASSWORD|PWD|PIN|SECRET|TOKEN_KEY)`)
+
+// Secrets come from files only: an environment variable that names a secret
+// must point at a file (…_FILE), and every file-backed secret is declared.
+func TestComposeSecretsOnlyFromFiles(t *testing.T) {
+	p := loadProject(t)
+	for _, s := range p.Services {
+		for k, v := range s.Environment {
+			if secretish.MatchString(k) && !strings.HasSuffix(k, "_FILE") {
+				t.Errorf("%s: environment %s carries a secret value; use %s_FILE and a docker secret", s.Name, k, k)
+			}
+			if strings.HasSuffix(k, "_FILE") && v != nil && strings.HasPrefix(*v, "/run/secrets/") {
+				name := strings.TrimPrefix(*v, "/run/secrets/")
+				if !slices.ContainsFunc(s.Secrets, func(r types.ServiceSecretConfig) bool { return r.Source == name }) {
+					t.Errorf("%s: %s points at secret %s that the service does not mount", s.Name, k, name)
+				}
+			}
+		}
+		for _, ref := range s.Secrets {
+			sec, ok := p.Secrets[ref.Source]
+			if !ok || sec.File == "" {
+				t.Errorf("%s: secret %s is not declared with a file source", s.Name, ref.Source)
+			}
+		}
+	}
+}
+
+// Every file the compose file mounts from the repository exists.
+func TestComposeMountedFilesExist(t *testing.T) {
+	p := loadProject(t)
+	root, _ := filepath.Abs("..")
+	for _, s := range p.Services {
+		for _, v := range s.Volumes {
+			if v.Type != types.VolumeTypeBind || !strings.HasPrefix(v.Source, root) {
+				continue
+			}
+			if _, err := os.Stat(v.Source); err != nil {
+				t.Errorf("%s mounts %s, which is missing", s.Name, v.Source)
+			}
+		}
+		if s.Build != nil {
+			df := filepath.Join(s.Build.Context, s.Build.Dockerfile)
+			if _, err := os.Stat(df); err != nil {
+				t.Errorf("%s builds from %s, which is missing", s.Name, df)
+			}
+		}
+	}
+}
