@@ -90,6 +90,11 @@ CONF
 		softhsm2-util --init-token --free --label "$HSM_TOKEN_LABEL" \
 			--so-pin "$(cat "$SECRETS/hsm.so-pin")" --pin "$(cat "$SECRETS/hsm.pin")" >/dev/null
 	fi
+	cat >"$RUN/env" <<ENV
+# Written by scripts/stack.sh: 'source .run/env' points GridPay's programs at the development stack.
+export GRIDPAY_CONFIG="$CONFIG"
+export SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf"
+ENV
 	cat >"$CONFIG" <<YAML
 # Written by scripts/stack.sh for the development stack; regenerated on each 'make demo'.
 log:
@@ -160,7 +165,8 @@ status() {
 	fi
 	note "HSM (SoftHSM2)   token \"$HSM_TOKEN_LABEL\", SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf"
 	note "CA files         $RUN/pki"
-	note "config           $CONFIG   (use: bin/adminctl --config $CONFIG ...)"
+	note "config           $CONFIG"
+	note "environment      source $RUN/env   (then: bin/adminctl db status, bin/adminctl ca show, ...)"
 	note "logs             $LOGS"
 	note "stop with        make down"
 }

@@ -1,0 +1,105 @@
+package authority
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gridpay/gridpay/internal/derrors"
+	"github.com/gridpay/gridpay/pki"
+	"github.com/gridpay/gridpay/store"
+)
+
+// IssueCustomer issues the certificate of a customer's USB key from a CSR
+// made on the key (its signature is the proof of possession), records it and
+// audits it. A refused CSR is audited too, with the reason.
+func (a *Authority) IssueCustomer(ctx context.Context, csrDER []byte, customerID, tokenSerial, actor string) (_ *x509.Certificate, err error) {
+	defer derrors.Wrap(&err, "authority.IssueCustomer(customer %q, token %q)", customerID, tokenSerial)
+	cert, err := a.Customer.IssueCustomer(csrDER, pki.CustomerRequest{
+		CustomerID: customerID, TokenSerial: tokenSerial, Validity: a.opts.CustomerValidity, Now: a.opts.now(),
+	})
+	if err != nil {
+		a.auditRefusal(ctx, actor, "certificate.issue", tokenSerial, err, map[string]any{"customer_id": customerID})
+		return nil, err
+	}
+	if err := a.recordCertificate(ctx, cert, store.KindCustomer, a.Customer.Cert, actor, nil); err != nil {
+		return nil, err
+	}
+	return cert, nil
+}
+
+// auditRefusal writes a refused operation to the audit log. A failure to
+// audit is reported alongside, never hides the refusal.
+func (a *Authority) auditRefusal(ctx context.Context, actor, action, subject string, cause error, detail map[string]any) {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	detail["reason"] = cause.Error()
+	_, _ = store.AppendAudit(ctx, a.db, store.AuditRecord{
+		Actor: actor, Action: action, Subject: subject, Outcome: store.OutcomeRefused, Detail: detail,
+	})
+}
+
+// RevokeResult says what Revoke did.
+type RevokeResult struct {
+	Serial    string     `json:"serial"`
+	Reason    pki.Reason `json:"reason"`
+	RevokedAt time.Time  `json:"revoked_at"`
+	// Already is true when the certificate was revoked before this call.
+	Already bool    `json:"already"`
+	CRL     CRLInfo `json:"crl"`
+}
+
+// Revoke records the revocation of a certificate this CA issued, audits it
+// and republishes the issuing CA's CRL. Revoking twice is harmless: the
+// first revocation stands and the CRL is republished.
+func (a *Authority) Revoke(ctx context.Context, serial string, reason pki.Reason, actor, note string) (_ RevokeResult, err error) {
+	defer derrors.Wrap(&err, "authority.Revoke(%s)", serial)
+	if !reason.Issuable() {
+		return RevokeResult{}, fmt.Errorf("reason %s cannot be used to revoke", reason)
+	}
+	cert, err := store.GetCertificate(ctx, a.db, serial)
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	ca, _, err := a.caFor(cert.Issuer)
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	var res RevokeResult
+	err = a.db.Transact(ctx, store.TxOptions{}, func(tx pgx.Tx) error {
+		rev, now, err := store.RevokeCertificate(ctx, tx, store.Revocation{
+			Serial: serial, Reason: store.RevocationReason(reason), RevokedAt: a.opts.now(), RevokedBy: actor, Note: note,
+		})
+		if err != nil {
+			return err
+		}
+		res = RevokeResult{Serial: serial, Reason: pki.Reason(rev.Reason), RevokedAt: rev.RevokedAt, Already: !now}
+		if !now {
+			return nil
+		}
+		_, err = store.AppendAudit(ctx, tx, store.AuditRecord{
+			Actor: actor, Action: "certificate.revoke", Subject: serial, Outcome: store.OutcomeOK,
+			Detail: map[string]any{"reason": reason.String(), "customer_id": cert.CustomerID, "token_serial": cert.TokenSerial},
+		})
+		return err
+	})
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	res.CRL, err = a.PublishCRL(ctx, ca, actor)
+	return res, err
+}
+
+// IsKnown reports whether the certificate was issued by this CA and recorded.
+func (a *Authority) IsKnown(ctx context.Context, serial string) (bool, error) {
+	_, err := store.GetCertificate(ctx, a.db, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
