@@ -241,6 +241,7 @@ func (f *fakeCtx) addECKey(t *testing.T, label string, id []byte) *ecdsa.Private
 	priv := f.nextObject
 	f.objects[priv] = map[uint][]byte{
 		pkcs11.CKA_CLASS:    ulong(pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.CKA_TOKEN:    {1},
 		pkcs11.CKA_KEY_TYPE: ulong(pkcs11.CKK_EC),
 		pkcs11.CKA_LABEL:    []byte(label),
 		pkcs11.CKA_ID:       id,
@@ -250,6 +251,7 @@ func (f *fakeCtx) addECKey(t *testing.T, label string, id []byte) *ecdsa.Private
 	pub := priv + 1
 	f.objects[pub] = map[uint][]byte{
 		pkcs11.CKA_CLASS:     ulong(pkcs11.CKO_PUBLIC_KEY),
+		pkcs11.CKA_TOKEN:     {1},
 		pkcs11.CKA_KEY_TYPE:  ulong(pkcs11.CKK_EC),
 		pkcs11.CKA_LABEL:     []byte(label),
 		pkcs11.CKA_ID:        id,
@@ -278,6 +280,17 @@ func (f *fakeCtx) CreateObject(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute
 	f.nextObject++
 	f.objects[h] = obj
 	return h, nil
+}
+
+// CopyObject is refused, as by a token whose keys are not CKA_COPYABLE:
+// signers then use the token object itself.
+func (f *fakeCtx) CopyObject(sh pkcs11.SessionHandle, _ pkcs11.ObjectHandle, _ []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	_, done, err := f.enter(sh)
+	defer done()
+	if err != nil {
+		return 0, err
+	}
+	return 0, ckr(pkcs11.CKR_ACTION_PROHIBITED)
 }
 
 func (f *fakeCtx) DestroyObject(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle) error {

@@ -744,3 +744,73 @@ func pct(b []byte) string {
 	}
 	return sb.String()
 }
+
+// findRaw lists the private keys labelled label that are token objects
+// (persistent) or session objects (in memory), through raw PKCS#11.
+func findRaw(t *testing.T, r *rawSession, label string, onToken bool) []pkcs11.ObjectHandle {
+	t.Helper()
+	if err := r.ctx.FindObjectsInit(r.sh, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, onToken),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer r.ctx.FindObjectsFinal(r.sh)
+	hs, _, err := r.ctx.FindObjects(r.sh, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hs
+}
+
+// The in-token session copy a Token signs with keeps the key's protection:
+// sensitive, not extractable, its value unreadable; DeleteKey removes it.
+func TestSessionKeyCopyKeepsProtection(t *testing.T) {
+	ctx := context.Background()
+	tok := openToken(t, main1, hsm.Options{})
+	signer, err := tok.GenerateECDSAKey(ctx, "copy-check", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("copy"))
+	sig, err := signer.Sign(nil, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(signer.Public().(*ecdsa.PublicKey), digest[:], sig) {
+		t.Fatalf("sign through the copy: %v", err)
+	}
+	raw := openRaw(t, softhsm.ModulePath(), main1.Serial, main1.UserPIN, "copy-check")
+	copies := findRaw(t, raw, "copy-check", false)
+	if len(copies) != 1 {
+		t.Fatalf("want one session copy, found %d", len(copies))
+	}
+	attrs, err := raw.ctx.GetAttributeValue(raw.sh, copies[0], []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+	})
+	if err != nil || attrs[0].Value[0] != 1 || attrs[1].Value[0] != 0 {
+		t.Fatalf("copy lost its protection: sensitive=%v extractable=%v err=%v", attrs[0].Value, attrs[1].Value, err)
+	}
+	if _, err := raw.ctx.GetAttributeValue(raw.sh, copies[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}); err == nil {
+		t.Fatal("the session copy's private value was readable")
+	}
+	// A copy destroyed behind the Token's back: the signer falls back to the
+	// token key instead of failing.
+	if err := raw.ctx.DestroyObject(raw.sh, copies[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signer.Sign(nil, digest[:], crypto.SHA256); err != nil {
+		t.Fatalf("signing after the copy vanished: %v", err)
+	}
+	// Lookups by reference see the token key only.
+	if _, err := tok.Signer(ctx, hsm.KeyRef{Label: "copy-check"}); err != nil {
+		t.Fatalf("lookup confused by the copy: %v", err)
+	}
+	if err := tok.DeleteKey(ctx, signer.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(findRaw(t, raw, "copy-check", false)); n != 0 {
+		t.Fatalf("%d session copies left after DeleteKey", n)
+	}
+	if n := len(findRaw(t, raw, "copy-check", true)); n != 0 {
+		t.Fatalf("%d token keys left after DeleteKey", n)
+	}
+}

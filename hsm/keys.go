@@ -40,7 +40,9 @@ func (r KeyRef) String() string {
 }
 
 func (r KeyRef) template(class uint) []*pkcs11.Attribute {
-	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}
+	// CKA_TOKEN: references name persistent keys, never the in-memory
+	// copies a Token makes for signing (see Token.signingHandle).
+	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true)}
 	if r.Label != "" {
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, r.Label))
 	}
@@ -101,6 +103,7 @@ func (t *Token) Signer(ctx context.Context, ref KeyRef) (_ *Signer, err error) {
 // newSigner reads the public half of priv; pub may be 0 (look it up).
 func (t *Token) newSigner(ctx context.Context, priv, pub pkcs11.ObjectHandle, keyType uint, label string, id []byte) (*Signer, error) {
 	s := &Signer{tok: t, handle: priv, label: label, id: id}
+	s.signWith.Store(uint64(t.signingHandle(priv)))
 	switch keyType {
 	case pkcs11.CKK_EC:
 		pk, err := t.ecPublicKey(ctx, pub, KeyRef{Label: label, ID: id})
@@ -340,6 +343,9 @@ func (t *Token) DeleteKey(ctx context.Context, ref KeyRef) (err error) {
 	}
 	if len(all) == 0 {
 		return fmt.Errorf("%w: no key with %s on token %q", ErrKeyNotFound, ref, t.info.Label)
+	}
+	for _, h := range all {
+		t.dropCopy(h)
 	}
 	return t.destroy(ctx, all...)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
 )
@@ -25,6 +26,9 @@ type Signer struct {
 	label   string
 	id      []byte
 	ecCoord int // byte length of r and s; 0 for RSA
+	// signWith is the object C_SignInit uses: a session copy of handle, or
+	// handle itself (see Token.signingHandle).
+	signWith atomic.Uint64
 }
 
 var _ crypto.Signer = (*Signer)(nil)
@@ -98,14 +102,24 @@ func (s *Signer) sign(ctx context.Context, digest []byte, opts crypto.SignerOpts
 		}
 	}
 	var sig []byte
-	err := s.tok.pool.do(ctx, func(sh pkcs11.SessionHandle) error {
-		if err := s.tok.mod.ctx.SignInit(sh, mech, s.handle); err != nil {
-			return p11err("C_SignInit", err)
-		}
-		var err error
-		sig, err = s.tok.mod.ctx.Sign(sh, input)
-		return p11err("C_Sign", err)
-	})
+	signOnce := func(key pkcs11.ObjectHandle) error {
+		return s.tok.pool.do(ctx, func(sh pkcs11.SessionHandle) error {
+			if err := s.tok.mod.ctx.SignInit(sh, mech, key); err != nil {
+				return p11err("C_SignInit", err)
+			}
+			var err error
+			sig, err = s.tok.mod.ctx.Sign(sh, input)
+			return p11err("C_Sign", err)
+		})
+	}
+	key := pkcs11.ObjectHandle(s.signWith.Load())
+	err := signOnce(key)
+	if err != nil && key != s.handle && (hasCode(err, pkcs11.CKR_KEY_HANDLE_INVALID) || hasCode(err, pkcs11.CKR_OBJECT_HANDLE_INVALID)) {
+		// The session copy is gone; sign with the token key from now on.
+		s.tok.copyLost(s.handle)
+		s.signWith.Store(uint64(s.handle))
+		err = signOnce(s.handle)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,9 @@ type Options struct {
 	// Logger receives session and lifecycle events (never a PIN, a key or
 	// data). nil logs nothing.
 	Logger *zap.Logger
+	// NoSessionKeyCopies makes signers use the token key object directly
+	// instead of an in-token session copy (see Token.signingHandle).
+	NoSessionKeyCopies bool
 }
 
 // Token is a logged-in token with a pool of sessions. Its methods are safe
@@ -29,7 +32,13 @@ type Token struct {
 	info   TokenInfo
 	pool   *pool
 	log    *zap.Logger
-	anchor pkcs11.SessionHandle // holds the login; never handed out
+	anchor pkcs11.SessionHandle // holds the login and the key copies; never handed out to the pool
+
+	// copies maps a private key on the token to its in-memory copy (see
+	// signingHandle); copyMu also serialises calls on the anchor session.
+	copyMu sync.Mutex
+	copies map[pkcs11.ObjectHandle]pkcs11.ObjectHandle
+	noCopy bool
 
 	// createMu serialises "check that no object has this name, then
 	// create it" within the process. PKCS#11 has no way to make that
@@ -118,6 +127,8 @@ func (h *Module) OpenToken(sel Selector, pin []byte, opts Options) (_ *Token, er
 		pool:   newPool(m.ctx, ti.Slot, size, log),
 		log:    log,
 		anchor: anchor,
+		noCopy: opts.NoSessionKeyCopies,
+		copies: map[pkcs11.ObjectHandle]pkcs11.ObjectHandle{},
 	}
 	log.Debug("hsm: token opened", zap.Int("pool_size", size))
 	return t, nil
