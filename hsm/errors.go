@@ -59,7 +59,12 @@ type Error struct {
 	Code uint
 }
 
+// Error says what went wrong in words where the code has a meaning of its
+// own ("C_Login: wrong PIN, CKR_PIN_INCORRECT (0xA0)"), so a person can act on it.
 func (e *Error) Error() string {
+	if s := sentinelFor(e.Code); s != nil {
+		return e.Op + ": " + s.Error() + ", " + ckrName(e.Code)
+	}
 	return e.Op + ": " + ckrName(e.Code)
 }
 

@@ -45,7 +45,7 @@ func TestErrorMapping(t *testing.T) {
 
 func TestErrorText(t *testing.T) {
 	err := &Error{Op: "C_Login", Code: pkcs11.CKR_PIN_INCORRECT}
-	if got, want := err.Error(), "C_Login: CKR_PIN_INCORRECT (0xA0)"; got != want {
+	if got, want := err.Error(), "C_Login: wrong PIN, CKR_PIN_INCORRECT (0xA0)"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 	if got := (&Error{Op: "C_X", Code: 0x80001234}).Error(); got != "C_X: CKR_VENDOR_OR_UNKNOWN (0x80001234)" {
