@@ -1,7 +1,7 @@
 # GridPay — the two commands a new user needs are `make demo` and `make test`.
 SHELL := /bin/bash
 GO ?= go
-PROGRAMS := adminctl
+PROGRAMS := adminctl worker
 PKGS := ./...
 
 .PHONY: help deps tools build demo down status test unit integration bench vet fmt clean

@@ -11,7 +11,7 @@ import (
 	"github.com/gridpay/gridpay/store"
 )
 
-func (a *app) auditCommand() *cobra.Command {
+func (a *admin) auditCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "The tamper-evident audit log", Args: noArgs}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "verify",

@@ -12,7 +12,7 @@ import (
 	"github.com/gridpay/gridpay/store"
 )
 
-func (a *app) caCommand() *cobra.Command {
+func (a *admin) caCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "Certificate authority in the HSM: init, show, crl", Args: noArgs}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "init",

@@ -8,7 +8,7 @@ import (
 	"github.com/gridpay/gridpay/config"
 )
 
-func (a *app) configCommand() *cobra.Command {
+func (a *admin) configCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "The effective configuration", Args: noArgs}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show",

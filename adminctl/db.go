@@ -10,7 +10,7 @@ import (
 	"github.com/gridpay/gridpay/internal/cli"
 )
 
-func (a *app) dbCommand() *cobra.Command {
+func (a *admin) dbCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "db", Short: "Database schema: migrate, status", Args: noArgs}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "migrate",

@@ -20,8 +20,8 @@ import (
 	"github.com/gridpay/gridpay/logging"
 )
 
-// app is the state shared by every command.
-type app struct {
+// admin is the state shared by every command.
+type admin struct {
 	configFile string
 	jsonOut    bool
 	logLevel   string
@@ -34,7 +34,7 @@ type app struct {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp().root.ExecuteContext(ctx)
+	err := newAdmin().root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "adminctl:", err)
@@ -42,8 +42,8 @@ func main() {
 	os.Exit(cli.ExitCode(err))
 }
 
-func newApp() *app {
-	a := &app{}
+func newAdmin() *admin {
+	a := &admin{}
 	a.root = &cobra.Command{
 		Use:   "adminctl",
 		Short: "GridPay administration: database, certificate authority, audit log, tokens",
@@ -67,7 +67,7 @@ secrets (the HSM PIN, the database password) only from files or the environment.
 	return a
 }
 
-func (a *app) setup(cmd *cobra.Command, _ []string) error {
+func (a *admin) setup(cmd *cobra.Command, _ []string) error {
 	cfg, err := config.Load(config.DefaultAdmin(), config.Source{
 		File:  a.configFile,
 		Flags: cmd.Flags(),

@@ -10,7 +10,7 @@ import (
 	"github.com/gridpay/gridpay/hsm"
 )
 
-func (a *app) tokensCommand() *cobra.Command {
+func (a *admin) tokensCommand() *cobra.Command {
 	var module string
 	cmd := &cobra.Command{Use: "tokens", Short: "PKCS#11 tokens: USB keys and the HSM", Args: noArgs}
 	list := &cobra.Command{

@@ -72,6 +72,9 @@ type PKI struct {
 	CustomerValidity time.Duration `mapstructure:"customer_validity" json:"customer_validity"`
 	ServerValidity   time.Duration `mapstructure:"server_validity" json:"server_validity"`
 	CRLValidity      time.Duration `mapstructure:"crl_validity" json:"crl_validity"`
+	// CRLPublishInterval is how often the worker's schedule republishes the
+	// CRLs; well under CRLValidity, so a missed run or two is harmless.
+	CRLPublishInterval time.Duration `mapstructure:"crl_publish_interval" json:"crl_publish_interval"`
 	// CRLURL is published in issued certificates as the distribution point.
 	CRLURL string `mapstructure:"crl_url" json:"crl_url"`
 }
@@ -133,6 +136,8 @@ func defaultPKI() PKI {
 		CustomerValidity: 2 * 365 * 24 * time.Hour,
 		ServerValidity:   365 * 24 * time.Hour,
 		CRLValidity:      7 * 24 * time.Hour,
+		// Daily: six missed runs still leave a valid CRL.
+		CRLPublishInterval: 24 * time.Hour,
 	}
 }
 

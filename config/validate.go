@@ -126,6 +126,10 @@ func (p PKI) check(c *checker, prefix string) {
 	c.positive(prefix+".customer_validity", p.CustomerValidity)
 	c.positive(prefix+".server_validity", p.ServerValidity)
 	c.positive(prefix+".crl_validity", p.CRLValidity)
+	c.positive(prefix+".crl_publish_interval", p.CRLPublishInterval)
+	if p.CRLPublishInterval*2 > p.CRLValidity {
+		c.add(prefix+".crl_publish_interval", "must be at most half of %s.crl_validity (%s), got %s", prefix, p.CRLValidity, p.CRLPublishInterval)
+	}
 	if p.IssuingValidity > p.RootValidity {
 		c.add(prefix+".issuing_validity", "must not exceed %s.root_validity", prefix)
 	}

@@ -10,6 +10,7 @@ PGDATA="$RUN/postgres/data"
 PGSOCK="$RUN/postgres/socket"
 TEMPORAL_DB="$RUN/temporal/temporal.db"
 TEMPORAL_PID="$RUN/temporal/temporal.pid"
+WORKER_PID="$RUN/worker.pid"
 SOFTHSM_DIR="$RUN/softhsm"
 SECRETS="$RUN/secrets"
 CONFIG="$RUN/gridpay.yaml"
@@ -17,6 +18,23 @@ BIN="$ROOT/bin"
 
 pg_running() { [ -f "$PGDATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }
 temporal_running() { [ -f "$TEMPORAL_PID" ] && kill -0 "$(cat "$TEMPORAL_PID")" 2>/dev/null; }
+worker_running() { [ -f "$WORKER_PID" ] && kill -0 "$(cat "$WORKER_PID")" 2>/dev/null; }
+
+# stop_pid stops the process in a pid file: TERM, then KILL after a grace period.
+stop_pid() {
+	local name="$1" file="$2" pid
+	[ -f "$file" ] || { say "$name: not running"; return; }
+	pid="$(cat "$file")"
+	if kill -0 "$pid" 2>/dev/null; then
+		say "$name: stopping"
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+		kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+	else
+		say "$name: not running"
+	fi
+	rm -f "$file"
+}
 psql_admin() { psql -h "$PGSOCK" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
 
 # random_secret writes a random numeric PIN to a 0600 file, once.
@@ -126,25 +144,31 @@ setup_gridpay() {
 	"$BIN/adminctl" --config "$CONFIG" ca init
 }
 
+start_worker() {
+	if worker_running; then
+		# A rebuilt binary should serve: restart it.
+		stop_pid "worker" "$WORKER_PID"
+	fi
+	say "worker: starting (task queue gridpay)"
+	GRIDPAY_CONFIG="$CONFIG" SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf" nohup "$BIN/worker" >"$LOGS/worker.log" 2>&1 &
+	echo $! >"$WORKER_PID"
+	wait_for "the worker's schedule" 30 "$TEMPORAL_BIN" schedule describe --address "127.0.0.1:$TEMPORAL_PORT" --schedule-id crl-publish \
+		|| { tail -20 "$LOGS/worker.log" >&2; die "the worker did not start (log: $LOGS/worker.log)"; }
+}
+
 up() {
 	[ -x "$BIN/adminctl" ] || die "programs not built: run make build"
 	start_postgres
 	start_temporal
 	setup_softhsm
 	setup_gridpay
+	start_worker
 	status
 }
 
 down() {
-	if temporal_running; then
-		say "Temporal: stopping"
-		kill "$(cat "$TEMPORAL_PID")" 2>/dev/null || true
-		for _ in $(seq 30); do temporal_running || break; sleep 1; done
-		temporal_running && kill -9 "$(cat "$TEMPORAL_PID")" 2>/dev/null || true
-	else
-		say "Temporal: not running"
-	fi
-	rm -f "$TEMPORAL_PID"
+	stop_pid "worker" "$WORKER_PID"
+	stop_pid "Temporal" "$TEMPORAL_PID"
 	if pg_running; then
 		say "PostgreSQL: stopping"
 		as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
@@ -163,6 +187,7 @@ status() {
 	else
 		note "Temporal         stopped"
 	fi
+	if worker_running; then note "worker           pid $(cat "$WORKER_PID"), schedule crl-publish (log: $LOGS/worker.log)"; else note "worker           stopped"; fi
 	note "HSM (SoftHSM2)   token \"$HSM_TOKEN_LABEL\", SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf"
 	note "CA files         $RUN/pki"
 	note "config           $CONFIG"

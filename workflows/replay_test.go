@@ -1,0 +1,26 @@
+package workflows
+
+import (
+	"path/filepath"
+	"testing"
+
+	"go.temporal.io/sdk/worker"
+)
+
+// Every workflow replays its recorded histories (testdata/*.json, written by
+// the integration tests with GRIDPAY_RECORD_HISTORY=1): a change to a
+// workflow's code that would break runs in flight fails here.
+func TestReplayRecordedHistories(t *testing.T) {
+	files := map[string]any{
+		"publish_crls.json": PublishCRLs,
+	}
+	for file, wf := range files {
+		t.Run(file, func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflow(wf)
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, filepath.Join("testdata", file)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
