@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gridpay/gridpay/authority"
+	"github.com/gridpay/gridpay/hsm"
 	"github.com/gridpay/gridpay/internal/cli"
 	"github.com/gridpay/gridpay/store"
 )
@@ -26,29 +27,21 @@ the CRLs into pki.dir. Running it again changes nothing but the exported files.`
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			db, err := a.openDB(ctx, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			tok, err := a.openHSM()
-			if err != nil {
-				return err
-			}
-			defer tok.Close()
-			p := cli.StartProgress("setting up the CA in the HSM")
-			_, rep, err := authority.Init(ctx, authority.HSMKeys{Token: tok}, db, a.authorityOptions(), actor())
-			if err != nil {
-				p.Done("failed")
-				return err
-			}
-			p.Done("done")
-			return a.out.Print(rep, func(w io.Writer) {
-				for _, s := range rep.Steps {
-					fmt.Fprintf(w, "%-9s key %-7s certificate %-7s %s (serial %s, until %s)\n", s.CA, s.Key, s.Cert, s.Subject, s.Serial, s.NotAfter)
+			return a.withHSM(ctx, func(db *store.DB, tok *hsm.Token) error {
+				p := cli.StartProgress("setting up the CA in the HSM")
+				_, rep, err := authority.Init(ctx, authority.HSMKeys{Token: tok}, db, a.authorityOptions(), actor())
+				if err != nil {
+					p.Done("failed")
+					return err
 				}
-				printCRLs(w, rep.CRLs)
-				fmt.Fprintf(w, "files in %s: root.pem issuing.pem chain.pem customer-ca.pem services-ca.pem root.crl customer.crl services.crl\n", rep.Files.Dir)
+				p.Done("done")
+				return a.out.Print(rep, func(w io.Writer) {
+					for _, s := range rep.Steps {
+						fmt.Fprintf(w, "%-9s key %-7s certificate %-7s %s (serial %s, until %s)\n", s.CA, s.Key, s.Cert, s.Subject, s.Serial, s.NotAfter)
+					}
+					printCRLs(w, rep.CRLs)
+					fmt.Fprintf(w, "files in %s: root.pem issuing.pem chain.pem customer-ca.pem services-ca.pem root.crl customer.crl services.crl\n", rep.Files.Dir)
+				})
 			})
 		},
 	})

@@ -17,8 +17,8 @@ func (a *admin) openHSM() (*hsm.Token, error) { return app.OpenHSM(a.cfg.HSM, a.
 
 func (a *admin) authorityOptions() authority.Options { return app.AuthorityOptions(a.cfg.PKI) }
 
-// withCA opens the database and the HSM and loads the CA for fn.
-func (a *admin) withCA(ctx context.Context, fn func(*authority.Authority, *store.DB) error) error {
+// withHSM opens the database (checking its schema) and the HSM for fn.
+func (a *admin) withHSM(ctx context.Context, fn func(*store.DB, *hsm.Token) error) error {
 	db, err := a.openDB(ctx, true)
 	if err != nil {
 		return err
@@ -29,9 +29,16 @@ func (a *admin) withCA(ctx context.Context, fn func(*authority.Authority, *store
 		return err
 	}
 	defer tok.Close()
-	ca, err := authority.Open(ctx, authority.HSMKeys{Token: tok}, db, a.authorityOptions())
-	if err != nil {
-		return err
-	}
-	return fn(ca, db)
+	return fn(db, tok)
+}
+
+// withCA opens the database and the HSM and loads the CA for fn.
+func (a *admin) withCA(ctx context.Context, fn func(*authority.Authority, *store.DB) error) error {
+	return a.withHSM(ctx, func(db *store.DB, tok *hsm.Token) error {
+		ca, err := authority.Open(ctx, authority.HSMKeys{Token: tok}, db, a.authorityOptions())
+		if err != nil {
+			return err
+		}
+		return fn(ca, db)
+	})
 }
