@@ -114,6 +114,29 @@ func TestAdminctl(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "customer  CRL #2") {
 		t.Fatalf("ca crl: exit %d\n%s", code, out)
 	}
+	// Service certificates: keys made in the HSM, kept while current.
+	issue := []string{"ca", "issue", "--server", "--name", "gateway", "--dns", "localhost", "--ip", "127.0.0.1", "--key-label", "gw-tls", "--json"}
+	out, stderr, code = s.run(t, nil, issue...)
+	if code != 0 || !strings.Contains(out, `"outcome": "issued"`) {
+		t.Fatalf("ca issue --server: exit %d\n%s%s", code, out, stderr)
+	}
+	out, _, code = s.run(t, nil, issue...)
+	if code != 0 || !strings.Contains(out, `"outcome": "kept"`) {
+		t.Fatalf("second ca issue should keep the certificate: exit %d\n%s", code, out)
+	}
+	out, _, code = s.run(t, nil, append(issue, "--renew")...)
+	if code != 0 || !strings.Contains(out, `"outcome": "issued"`) {
+		t.Fatalf("ca issue --renew: exit %d\n%s", code, out)
+	}
+	out, stderr, code = s.run(t, nil, "ca", "issue", "--name", "worker", "--key-label", "worker-platform")
+	if code != 0 || !strings.Contains(out, "CN=worker") {
+		t.Fatalf("ca issue (service): exit %d\n%s%s", code, out, stderr)
+	}
+	_, _, code = s.run(t, nil, "ca", "issue", "--server", "--name", "gateway", "--key-label", "x")
+	if code != cli.ExitUsage {
+		t.Fatalf("server certificate without names: exit %d", code)
+	}
+
 	out, _, code = s.run(t, nil, "audit", "verify", "--json")
 	if code != 0 || !strings.Contains(out, `"checked"`) {
 		t.Fatalf("audit verify: exit %d\n%s", code, out)

@@ -78,6 +78,7 @@ the CRLs into pki.dir. Running it again changes nothing but the exported files.`
 			})
 		},
 	})
+	cmd.AddCommand(a.issueCommand())
 	cmd.AddCommand(&cobra.Command{
 		Use:   "crl",
 		Short: "Sign and publish a fresh CRL for each CA (run at least once per pki.crl_validity)",

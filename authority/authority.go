@@ -73,6 +73,7 @@ func (o Options) now() time.Time {
 // Authority is an opened CA. It is safe for concurrent use.
 type Authority struct {
 	db   *store.DB
+	keys Keys
 	opts Options
 
 	Root     *pki.CA
@@ -91,7 +92,7 @@ func SerialHex(c *x509.Certificate) string { return pki.SerialHex(c.SerialNumber
 // key or certificate is missing from the HSM.
 func Open(ctx context.Context, keys Keys, db *store.DB, opts Options) (_ *Authority, err error) {
 	defer derrors.Wrap(&err, "authority.Open")
-	a := &Authority{db: db, opts: opts}
+	a := &Authority{db: db, keys: keys, opts: opts}
 	for _, slot := range a.slots() {
 		signer, err := keys.Signer(ctx, slot.label)
 		if errors.Is(err, ErrNotFound) {
@@ -133,6 +134,9 @@ func (a *Authority) slots() []caSlot {
 		{"services", a.opts.ServicesLabel, pki.RoleServices, &a.Services},
 	}
 }
+
+// Keys is the key store the CA keys live in.
+func (a *Authority) Keys() Keys { return a.keys }
 
 // CAs returns the three CAs, root first.
 func (a *Authority) CAs() []*pki.CA { return []*pki.CA{a.Root, a.Customer, a.Services} }

@@ -47,11 +47,11 @@ func (k HSMKeys) Certificate(ctx context.Context, label string) (*x509.Certifica
 }
 
 // PutCertificate writes cert next to the key labelled label, with the key's
-// CKA_ID so that PKCS#11 tools pair them.
+// CKA_ID so that PKCS#11 tools pair them, replacing an older certificate.
 func (k HSMKeys) PutCertificate(ctx context.Context, label string, cert *x509.Certificate) error {
 	s, err := k.Token.Signer(ctx, hsm.KeyRef{Label: label})
 	if err != nil {
 		return notFound(err)
 	}
-	return k.Token.WriteCertificate(ctx, label, s.ID(), cert)
+	return k.Token.ReplaceCertificate(ctx, label, s.ID(), cert)
 }

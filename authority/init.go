@@ -38,7 +38,7 @@ type InitReport struct {
 // files.
 func Init(ctx context.Context, keys Keys, db *store.DB, opts Options, actor string) (_ *Authority, _ InitReport, err error) {
 	defer derrors.Wrap(&err, "authority.Init")
-	a := &Authority{db: db, opts: opts}
+	a := &Authority{db: db, keys: keys, opts: opts}
 	var rep InitReport
 	for _, slot := range a.slots() {
 		step := Step{CA: slot.name, Key: "reused", Cert: "reused"}

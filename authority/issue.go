@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -102,4 +103,54 @@ func (a *Authority) IsKnown(ctx context.Context, serial string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// ServiceCert asks for a certificate of one of GridPay's own services,
+// issued by the services CA for a key in an HSM.
+type ServiceCert struct {
+	// Server: a TLS server certificate for these names (the gateway).
+	// Otherwise a client certificate naming the service (gateway, worker:
+	// what the platform's firewall admits).
+	Server      bool
+	Name        string
+	DNSNames    []string
+	IPAddresses []net.IP
+}
+
+// IssueServiceKey makes sure the key labelled label exists in keys (creating
+// it, non-extractable, if missing), issues its certificate from the services
+// CA, stores the certificate under the same label (replacing an older one),
+// records and audits it. keys may be another HSM than the CA's.
+func (a *Authority) IssueServiceKey(ctx context.Context, keys Keys, label string, req ServiceCert, actor string) (_ *x509.Certificate, err error) {
+	defer derrors.Wrap(&err, "authority.IssueServiceKey(%q, %q)", label, req.Name)
+	signer, err := keys.Signer(ctx, label)
+	if errors.Is(err, ErrNotFound) {
+		signer, err = keys.Generate(ctx, label)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var cert *x509.Certificate
+	kind := store.KindService
+	if req.Server {
+		kind = store.KindServer
+		cert, err = a.Services.IssueServer(signer.Public(), pki.ServerRequest{
+			CommonName: req.Name, DNSNames: req.DNSNames, IPAddresses: req.IPAddresses,
+			Validity: a.opts.ServerValidity, Now: a.opts.now(),
+		})
+	} else {
+		cert, err = a.Services.IssueService(signer.Public(), pki.ServiceRequest{
+			Name: req.Name, Validity: a.opts.ServerValidity, Now: a.opts.now(),
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := a.recordCertificate(ctx, cert, kind, a.Services.Cert, actor, map[string]any{"service": req.Name, "key_label": label}); err != nil {
+		return nil, err
+	}
+	if err := keys.PutCertificate(ctx, label, cert); err != nil {
+		return nil, err
+	}
+	return cert, nil
 }

@@ -95,6 +95,76 @@ type Worker struct {
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout" json:"shutdown_timeout"`
 }
 
+// Platform configures GridPay's connection to the power company's payment
+// platform web service (mutual TLS; the firewall admits GridPay's services
+// CA certificates only).
+type Platform struct {
+	// URL is the base URL, https://host:port.
+	URL string `mapstructure:"url" json:"url"`
+	// CAFile holds the CA certificates the platform's server certificate
+	// must chain to (the company's own PKI, not GridPay's).
+	CAFile string `mapstructure:"ca_file" json:"ca_file"`
+	// ClientKeyLabel is the HSM key (with its services-CA certificate stored
+	// under the same label) this program presents to the platform.
+	ClientKeyLabel string `mapstructure:"client_key_label" json:"client_key_label"`
+	// Timeout bounds one call.
+	Timeout time.Duration `mapstructure:"timeout" json:"timeout"`
+}
+
+// Gateway is the configuration of the security server.
+type Gateway struct {
+	Common   `mapstructure:",squash"`
+	PKI      PKI      `mapstructure:"pki" json:"pki"`
+	Platform Platform `mapstructure:"platform" json:"platform"`
+	// Listen is the address customers' clients connect to (mutual TLS 1.3).
+	Listen string `mapstructure:"listen" json:"listen"`
+	// TLSKeyLabel is the HSM key of the gateway's server certificate (the
+	// certificate is stored on the HSM under the same label).
+	TLSKeyLabel string `mapstructure:"tls_key_label" json:"tls_key_label"`
+	// RatePerSecond and RateBurst limit each client certificate.
+	RatePerSecond float64 `mapstructure:"rate_per_second" json:"rate_per_second"`
+	RateBurst     int     `mapstructure:"rate_burst" json:"rate_burst"`
+	// RequestTimeout bounds a request, backend calls included.
+	RequestTimeout time.Duration `mapstructure:"request_timeout" json:"request_timeout"`
+	// IdleTimeout closes idle keep-alive connections.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout" json:"idle_timeout"`
+	// CRLRefresh is how often the gateway reloads the CRLs from the database.
+	CRLRefresh time.Duration `mapstructure:"crl_refresh" json:"crl_refresh"`
+	// ShutdownTimeout bounds the graceful stop.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout" json:"shutdown_timeout"`
+}
+
+// ClientToken selects the customer's USB key.
+type ClientToken struct {
+	// Module is the PKCS#11 library of the USB key: SoftHSM2 in development,
+	// OpenSC's opensc-pkcs11.so for common real keys.
+	Module string `mapstructure:"module" json:"module"`
+	Label  string `mapstructure:"label" json:"label"`
+	Serial string `mapstructure:"serial" json:"serial"`
+	// PIN is optional: without a file or environment variable the client
+	// prompts for it without echo (and refuses when there is no terminal).
+	PIN Secret `mapstructure:"pin" json:"pin"`
+	// KeyLabel is the label of the key pair and certificate on the key.
+	KeyLabel string `mapstructure:"key_label" json:"key_label"`
+}
+
+// Client is the configuration of the customer's desktop client.
+type Client struct {
+	Log   Log         `mapstructure:"log" json:"log"`
+	Token ClientToken `mapstructure:"token" json:"token"`
+	// GatewayURL is https://host:port of the security server.
+	GatewayURL string `mapstructure:"gateway_url" json:"gateway_url"`
+	// CAFile is GridPay's root CA certificate (root.pem): the gateway's
+	// certificate and the key's own certificate must chain to it.
+	CAFile string `mapstructure:"ca_file" json:"ca_file"`
+	// StateDir keeps the PIN-failure counts and the local log.
+	StateDir string `mapstructure:"state_dir" json:"state_dir"`
+	// MaxPINFailures locks the key after that many wrong PINs in a row.
+	MaxPINFailures int `mapstructure:"max_pin_failures" json:"max_pin_failures"`
+	// Timeout bounds one request to the gateway.
+	Timeout time.Duration `mapstructure:"timeout" json:"timeout"`
+}
+
 // Admin is the configuration of adminctl.
 type Admin struct {
 	Common `mapstructure:",squash"`
@@ -144,6 +214,45 @@ func defaultPKI() PKI {
 // DefaultWorker returns the worker's built-in defaults (the development stack).
 func DefaultWorker() Worker {
 	return Worker{Common: defaultCommon(), PKI: defaultPKI(), ShutdownTimeout: 30 * time.Second}
+}
+
+// DefaultGateway returns the gateway's built-in defaults (the development stack).
+func DefaultGateway() Gateway {
+	return Gateway{
+		Common: defaultCommon(),
+		PKI:    defaultPKI(),
+		Platform: Platform{
+			URL:            "https://127.0.0.1:8700",
+			CAFile:         ".run/platform-sim/ca.pem",
+			ClientKeyLabel: "gridpay-gateway-platform",
+			Timeout:        10 * time.Second,
+		},
+		Listen:          "127.0.0.1:8443",
+		TLSKeyLabel:     "gridpay-gateway-tls",
+		RatePerSecond:   20,
+		RateBurst:       40,
+		RequestTimeout:  15 * time.Second,
+		IdleTimeout:     2 * time.Minute,
+		CRLRefresh:      30 * time.Second,
+		ShutdownTimeout: 20 * time.Second,
+	}
+}
+
+// DefaultClient returns the desktop client's built-in defaults.
+func DefaultClient() Client {
+	return Client{
+		Log: Log{Level: "warn", Format: "console"},
+		Token: ClientToken{
+			Module:   "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+			PIN:      Secret{Env: "GRIDPAY_TOKEN_PIN"},
+			KeyLabel: "gridpay-client",
+		},
+		GatewayURL:     "https://127.0.0.1:8443",
+		CAFile:         ".run/pki/root.pem",
+		StateDir:       "~/.local/state/gridpay",
+		MaxPINFailures: 5,
+		Timeout:        30 * time.Second,
+	}
 }
 
 // DefaultAdmin returns adminctl's built-in defaults (the development stack).

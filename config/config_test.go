@@ -27,6 +27,12 @@ func TestDefaultsAreValid(t *testing.T) {
 	if err := DefaultAdmin().Validate(); err != nil {
 		t.Fatalf("admin defaults: %v", err)
 	}
+	if err := DefaultGateway().Validate(); err != nil {
+		t.Fatalf("gateway defaults: %v", err)
+	}
+	if err := DefaultClient().Validate(); err != nil {
+		t.Fatalf("client defaults: %v", err)
+	}
 }
 
 func TestPrecedenceFileEnvFlag(t *testing.T) {

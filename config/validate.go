@@ -154,6 +154,54 @@ func (w Worker) Validate() error {
 	return c.err()
 }
 
+func (p Platform) check(c *checker, prefix string) {
+	if c.required(prefix+".url", p.URL) && !strings.HasPrefix(p.URL, "https://") {
+		c.add(prefix+".url", "must be an https:// URL, got %q", p.URL)
+	}
+	c.required(prefix+".ca_file", p.CAFile)
+	c.required(prefix+".client_key_label", p.ClientKeyLabel)
+	c.positive(prefix+".timeout", p.Timeout)
+}
+
+// Validate checks the gateway configuration.
+func (g Gateway) Validate() error {
+	var c checker
+	g.Common.check(&c)
+	g.PKI.check(&c, "pki")
+	g.Platform.check(&c, "platform")
+	c.hostPort("listen", g.Listen)
+	c.required("tls_key_label", g.TLSKeyLabel)
+	if g.RatePerSecond <= 0 {
+		c.add("rate_per_second", "must be positive, got %g", g.RatePerSecond)
+	}
+	if g.RateBurst < 1 {
+		c.add("rate_burst", "must be at least 1, got %d", g.RateBurst)
+	}
+	c.positive("request_timeout", g.RequestTimeout)
+	c.positive("idle_timeout", g.IdleTimeout)
+	c.positive("crl_refresh", g.CRLRefresh)
+	c.positive("shutdown_timeout", g.ShutdownTimeout)
+	return c.err()
+}
+
+// Validate checks the client configuration.
+func (cl Client) Validate() error {
+	var c checker
+	cl.Log.check(&c, "log")
+	c.required("token.module", cl.Token.Module)
+	c.required("token.key_label", cl.Token.KeyLabel)
+	if c.required("gateway_url", cl.GatewayURL) && !strings.HasPrefix(cl.GatewayURL, "https://") {
+		c.add("gateway_url", "must be an https:// URL, got %q", cl.GatewayURL)
+	}
+	c.required("ca_file", cl.CAFile)
+	c.required("state_dir", cl.StateDir)
+	if cl.MaxPINFailures < 1 || cl.MaxPINFailures > 15 {
+		c.add("max_pin_failures", "must be between 1 and 15, got %d", cl.MaxPINFailures)
+	}
+	c.positive("timeout", cl.Timeout)
+	return c.err()
+}
+
 // Validate checks the adminctl configuration.
 func (a Admin) Validate() error {
 	var c checker
