@@ -268,3 +268,39 @@ func TestForgedCSRIsRefusedAndAudited(t *testing.T) {
 		t.Fatalf("want one refused audit entry, got %d", refused)
 	}
 }
+
+// A relying party with no CA key builds the same verdicts from the database.
+func TestTrustFromTheDatabase(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	a, _, err := authority.Init(ctx, authority.HSMKeys{Token: f.token}, f.db, f.opts, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, tokenSerial := usbKeyCSR(t, f, "USB key T")
+	leaf, err := a.IssueCustomer(ctx, csr, "C1001", tokenSerial, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := authority.LoadTrust(ctx, f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := trust.Verifier(ctx, f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify([]*x509.Certificate{leaf}, time.Now(), x509.ExtKeyUsageClientAuth); err != nil {
+		t.Fatalf("good certificate refused: %v", err)
+	}
+	if _, err := a.Revoke(ctx, authority.SerialHex(leaf), pki.ReasonKeyCompromise, "admin", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Until the refresh, the old CRL stands; after it, the key is refused.
+	if err := trust.RefreshCRLs(ctx, f.db, v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify([]*x509.Certificate{leaf}, time.Now(), x509.ExtKeyUsageClientAuth); !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("want ErrRevoked after the refresh, got %v", err)
+	}
+}

@@ -155,6 +155,13 @@ func CertificatesForToken(ctx context.Context, q Querier, tokenSerial string) (_
 
 // listCertificates selects by column, which is one of two constants above,
 // never caller input.
+// CertificatesOfKind lists the certificates of one kind (e.g. KindCA),
+// oldest first.
+func CertificatesOfKind(ctx context.Context, q Querier, kind CertKind) (_ []Certificate, err error) {
+	defer derrors.Wrap(&err, "store.CertificatesOfKind(ctx, %q)", kind)
+	return listCertificates(ctx, q, "kind", string(kind))
+}
+
 func listCertificates(ctx context.Context, q Querier, column, value string) ([]Certificate, error) {
 	rows, err := q.Query(ctx, `SELECT `+certificateColumns+` FROM certificates WHERE `+column+` = $1
 		ORDER BY not_before, serial`, value)
