@@ -137,6 +137,24 @@ func TestAdminctl(t *testing.T) {
 		t.Fatalf("server certificate without names: exit %d", code)
 	}
 
+	// Development fixture: a blank token becomes a customer's USB key.
+	pins := t.TempDir()
+	for name, v := range map[string]string{"so": "so-secret-1", "user": "user-secret-1"} {
+		if err := os.WriteFile(filepath.Join(pins, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prov := []string{"dev", "provision-key", "--customer", "C00000042", "--token-label", "usb-42",
+		"--so-pin-file", filepath.Join(pins, "so"), "--pin-file", filepath.Join(pins, "user"), "--json"}
+	out, stderr, code = s.run(t, nil, prov...)
+	if code != 0 || !strings.Contains(out, `"customer_id": "C00000042"`) {
+		t.Fatalf("dev provision-key: exit %d\n%s%s", code, out, stderr)
+	}
+	_, stderr, code = s.run(t, nil, prov...)
+	if code != cli.ExitConflict {
+		t.Fatalf("provisioning the same key twice: exit %d, %s", code, stderr)
+	}
+
 	out, _, code = s.run(t, nil, "audit", "verify", "--json")
 	if code != 0 || !strings.Contains(out, `"checked"`) {
 		t.Fatalf("audit verify: exit %d\n%s", code, out)

@@ -63,7 +63,7 @@ secrets (the HSM PIN, the database password) only from files or the environment.
 	pf.StringVar(&a.configFile, "config", os.Getenv("GRIDPAY_CONFIG"), "configuration file (YAML); default $GRIDPAY_CONFIG")
 	pf.BoolVar(&a.jsonOut, "json", false, "print data as JSON")
 	pf.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error")
-	a.root.AddCommand(a.dbCommand(), a.caCommand(), a.auditCommand(), a.tokensCommand(), a.configCommand())
+	a.root.AddCommand(a.dbCommand(), a.caCommand(), a.auditCommand(), a.tokensCommand(), a.configCommand(), a.devCommand())
 	return a
 }
 
