@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -302,5 +303,46 @@ func TestTrustFromTheDatabase(t *testing.T) {
 	}
 	if _, err := v.Verify([]*x509.Certificate{leaf}, time.Now(), x509.ExtKeyUsageClientAuth); !errors.Is(err, pki.ErrRevoked) {
 		t.Fatalf("want ErrRevoked after the refresh, got %v", err)
+	}
+}
+
+// Issuing for a binding is atomic and idempotent by request key.
+func TestIssueForBindingIsIdempotent(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	a, _, err := authority.Init(ctx, authority.HSMKeys{Token: f.token}, f.db, f.opts, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, tokenSerial := usbKeyCSR(t, f, "USB key I")
+	var wg sync.WaitGroup
+	results := make([]authority.BoundCertificate, 5)
+	errs := make([]error, 5)
+	for i := range results {
+		wg.Go(func() { results[i], errs[i] = a.IssueForBinding(ctx, "binding/"+tokenSerial+"/run1", csr, "C1001", tokenSerial, "wf") })
+	}
+	wg.Wait()
+	for i := range results {
+		if errs[i] != nil {
+			t.Fatalf("attempt %d: %v", i, errs[i])
+		}
+		if !results[i].Cert.Equal(results[0].Cert) || results[i].Binding.ID != results[0].Binding.ID {
+			t.Fatalf("attempt %d got another certificate or binding", i)
+		}
+	}
+	if results[0].Binding.Status != store.BindingPending {
+		t.Fatalf("binding %s, want pending", results[0].Binding.Status)
+	}
+	certs, err := store.CertificatesForToken(ctx, f.db, tokenSerial)
+	if err != nil || len(certs) != 1 {
+		t.Fatalf("want exactly one recorded certificate, got %d (%v)", len(certs), err)
+	}
+	// Another request for the same token is refused and records nothing.
+	_, err = a.IssueForBinding(ctx, "binding/"+tokenSerial+"/run2", csr, "C1001", tokenSerial, "wf")
+	if !errors.Is(err, store.ErrAlreadyBound) {
+		t.Fatalf("want ErrAlreadyBound, got %v", err)
+	}
+	if certs, _ := store.CertificatesForToken(ctx, f.db, tokenSerial); len(certs) != 1 {
+		t.Fatalf("a refused request recorded a certificate: %d", len(certs))
 	}
 }

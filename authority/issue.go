@@ -154,3 +154,81 @@ func (a *Authority) IssueServiceKey(ctx context.Context, keys Keys, label string
 	}
 	return cert, nil
 }
+
+// BoundCertificate is a customer certificate with its binding.
+type BoundCertificate struct {
+	Cert    *x509.Certificate
+	Binding store.Binding
+}
+
+// IssueForBinding issues the certificate of a customer's USB key and
+// records it together with a pending binding, atomically and idempotently:
+// the same requestKey returns the certificate and binding it made before.
+// Either both the certificate and the pending binding are recorded or
+// neither is, so a crash can never leave a recorded certificate without a
+// binding. A live binding of the token or the customer is
+// store.ErrAlreadyBound and records nothing.
+func (a *Authority) IssueForBinding(ctx context.Context, requestKey string, csrDER []byte, customerID, tokenSerial, actor string) (_ BoundCertificate, err error) {
+	defer derrors.Wrap(&err, "authority.IssueForBinding(%q)", requestKey)
+	if requestKey == "" {
+		return BoundCertificate{}, errors.New("empty request key")
+	}
+	if bc, err := a.boundForRequest(ctx, requestKey); !errors.Is(err, store.ErrNotFound) {
+		return bc, err
+	}
+	cert, err := a.Customer.IssueCustomer(csrDER, pki.CustomerRequest{
+		CustomerID: customerID, TokenSerial: tokenSerial, Validity: a.opts.CustomerValidity, Now: a.opts.now(),
+	})
+	if err != nil {
+		a.auditRefusal(ctx, actor, "certificate.issue", tokenSerial, err, map[string]any{"customer_id": customerID})
+		return BoundCertificate{}, err
+	}
+	rec := &store.Certificate{
+		Serial: SerialHex(cert), Issuer: IssuerID(a.Customer.Cert), Subject: cert.Subject.String(),
+		CustomerID: customerID, TokenSerial: tokenSerial, Kind: store.KindCustomer,
+		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw,
+	}
+	var b store.Binding
+	err = a.db.Transact(ctx, store.TxOptions{}, func(tx pgx.Tx) error {
+		if err := store.InsertCertificate(ctx, tx, rec); err != nil {
+			return err
+		}
+		var err error
+		if b, err = store.CreateBindingForRequest(ctx, tx, requestKey, tokenSerial, customerID, rec.Serial, actor); err != nil {
+			return err
+		}
+		_, err = store.AppendAudit(ctx, tx, store.AuditRecord{
+			Actor: actor, Action: "certificate.issue", Subject: rec.Serial, Outcome: store.OutcomeOK,
+			Detail: map[string]any{"kind": "customer", "customer_id": customerID, "token_serial": tokenSerial,
+				"binding_id": b.ID, "not_after": rec.NotAfter.Format(time.RFC3339)},
+		})
+		return err
+	})
+	if errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrAlreadyBound) {
+		// A concurrent attempt with the same key won the race.
+		return a.boundForRequest(ctx, requestKey)
+	}
+	if errors.Is(err, store.ErrAlreadyBound) {
+		a.auditRefusal(ctx, actor, "binding.create", tokenSerial, err, map[string]any{"customer_id": customerID})
+	}
+	if err != nil {
+		return BoundCertificate{}, err
+	}
+	return BoundCertificate{Cert: cert, Binding: b}, nil
+}
+
+func (a *Authority) boundForRequest(ctx context.Context, requestKey string) (BoundCertificate, error) {
+	b, err := store.BindingForRequest(ctx, a.db, requestKey)
+	if err != nil {
+		return BoundCertificate{}, err
+	}
+	rec, err := store.GetCertificate(ctx, a.db, b.CertSerial)
+	if err != nil {
+		return BoundCertificate{}, err
+	}
+	cert, err := x509.ParseCertificate(rec.DER)
+	if err != nil {
+		return BoundCertificate{}, fmt.Errorf("recorded certificate %s does not parse: %w", rec.Serial, err)
+	}
+	return BoundCertificate{Cert: cert, Binding: b}, nil
+}

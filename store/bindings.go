@@ -28,6 +28,7 @@ type Binding struct {
 	CertSerial    string
 	Status        BindingStatus
 	CreatedBy     string
+	RequestKey    string // "" when created without one
 	CreatedAt     time.Time
 	ActivatedAt   *time.Time
 	DeactivatedAt *time.Time
@@ -37,28 +38,48 @@ type Binding struct {
 // ErrAlreadyBound means the token or the customer has a live binding.
 var ErrAlreadyBound = errors.New("already bound")
 
-const bindingColumns = `id, token_serial, customer_id, cert_serial, status, created_by, created_at, activated_at, deactivated_at, end_reason`
+const bindingColumns = `id, token_serial, customer_id, cert_serial, status, created_by, coalesce(request_key, ''), created_at, activated_at, deactivated_at, end_reason`
 
 func scanBinding(row pgx.Row) (Binding, error) {
 	var b Binding
 	var status string
-	err := row.Scan(&b.ID, &b.TokenSerial, &b.CustomerID, &b.CertSerial, &status, &b.CreatedBy, &b.CreatedAt, &b.ActivatedAt, &b.DeactivatedAt, &b.EndReason)
+	err := row.Scan(&b.ID, &b.TokenSerial, &b.CustomerID, &b.CertSerial, &status, &b.CreatedBy, &b.RequestKey, &b.CreatedAt, &b.ActivatedAt, &b.DeactivatedAt, &b.EndReason)
 	b.Status = BindingStatus(status)
 	return b, translate(err)
 }
 
 // CreateBinding records a pending binding for a recorded certificate. A
 // live binding of the same token or customer makes it ErrAlreadyBound.
-func CreateBinding(ctx context.Context, q Querier, tokenSerial, customerID, certSerial, by string) (_ Binding, err error) {
+func CreateBinding(ctx context.Context, q Querier, tokenSerial, customerID, certSerial, by string) (Binding, error) {
+	return CreateBindingForRequest(ctx, q, "", tokenSerial, customerID, certSerial, by)
+}
+
+// CreateBindingForRequest is CreateBinding keyed by the idempotency key of
+// the request; BindingForRequest finds it again.
+func CreateBindingForRequest(ctx context.Context, q Querier, requestKey, tokenSerial, customerID, certSerial, by string) (_ Binding, err error) {
 	defer derrors.Wrap(&err, "store.CreateBinding(ctx, %q, %q)", tokenSerial, customerID)
+	var key *string
+	if requestKey != "" {
+		key = &requestKey
+	}
 	b, err := scanBinding(q.QueryRow(ctx, `
-		INSERT INTO bindings (token_serial, customer_id, cert_serial, status, created_by)
-		VALUES ($1, $2, $3, 'pending', $4)
-		RETURNING `+bindingColumns, tokenSerial, customerID, certSerial, by))
-	if errors.Is(err, ErrConflict) {
-		return Binding{}, fmt.Errorf("%w: token %s or customer %s has a pending or active binding", ErrAlreadyBound, tokenSerial, customerID)
+		INSERT INTO bindings (token_serial, customer_id, cert_serial, status, created_by, request_key)
+		VALUES ($1, $2, $3, 'pending', $4, $5)
+		RETURNING `+bindingColumns, tokenSerial, customerID, certSerial, by, key))
+	switch constraintOf(err) {
+	case "bindings_live_token":
+		return Binding{}, fmt.Errorf("%w: token %s has a pending or active binding", ErrAlreadyBound, tokenSerial)
+	case "bindings_live_customer":
+		return Binding{}, fmt.Errorf("%w: customer %s has a pending or active binding", ErrAlreadyBound, customerID)
+	case "bindings_request_key_key":
+		return Binding{}, fmt.Errorf("%w: request %s already made a binding", ErrConflict, requestKey)
 	}
 	return b, err
+}
+
+// BindingForRequest returns the binding a request created, or ErrNotFound.
+func BindingForRequest(ctx context.Context, q Querier, requestKey string) (Binding, error) {
+	return scanBinding(q.QueryRow(ctx, `SELECT `+bindingColumns+` FROM bindings WHERE request_key = $1`, requestKey))
 }
 
 // ActivateBinding turns a pending binding active. Activating an active one

@@ -42,6 +42,15 @@ func translate(err error) error {
 	return err
 }
 
+// constraintOf names the constraint a server error violated, or "".
+func constraintOf(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.ConstraintName
+	}
+	return ""
+}
+
 // sqlState returns the SQLSTATE of a server error anywhere in err's chain,
 // or "".
 func sqlState(err error) string {

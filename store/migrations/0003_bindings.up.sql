@@ -10,6 +10,9 @@ CREATE TABLE bindings (
 	status         text        NOT NULL CHECK (status IN ('pending', 'active', 'inactive')),
 	-- Who asked (operator or workflow ID).
 	created_by     text        NOT NULL CHECK (created_by <> ''),
+	-- The idempotency key of the request that created it (the binding
+	-- workflow's ID and run): a retried request finds its binding here.
+	request_key    text        UNIQUE CHECK (request_key <> ''),
 	created_at     timestamptz NOT NULL DEFAULT now(),
 	activated_at   timestamptz,
 	deactivated_at timestamptz,
