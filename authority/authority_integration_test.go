@@ -319,7 +319,9 @@ func TestIssueForBindingIsIdempotent(t *testing.T) {
 	results := make([]authority.BoundCertificate, 5)
 	errs := make([]error, 5)
 	for i := range results {
-		wg.Go(func() { results[i], errs[i] = a.IssueForBinding(ctx, "binding/"+tokenSerial+"/run1", csr, "C1001", tokenSerial, "wf") })
+		wg.Go(func() {
+			results[i], errs[i] = a.IssueForBinding(ctx, "binding/"+tokenSerial+"/run1", csr, "C1001", tokenSerial, "wf")
+		})
 	}
 	wg.Wait()
 	for i := range results {
