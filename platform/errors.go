@@ -25,9 +25,17 @@ const (
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// Err is the underlying failure when the platform could not be reached
+	// or its answer could not be read (Code is CodeUnavailable): a network
+	// error, a timeout, a TLS alert. Nil for errors the platform answered.
+	// It is not part of the wire form.
+	Err error `json:"-"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("platform: %s: %s", e.Code, e.Message) }
+
+// Unwrap returns the underlying failure, if any, for errors.Is and errors.As.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Retryable reports whether trying again later can succeed.
 func (e *Error) Retryable() bool { return e.Code == CodeUnavailable }
