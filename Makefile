@@ -1,7 +1,8 @@
 # GridPay — the two commands a new user needs are `make demo` and `make test`.
 SHELL := /bin/bash
 GO ?= go
-PROGRAMS := adminctl worker
+# name:package of every program built into bin/.
+PROGRAMS := adminctl:./adminctl worker:./worker gateway:./gateway client:./client platform-sim:./sim/platform/cmd/platform-sim
 PKGS := ./...
 
 .PHONY: help deps tools build demo down status test unit integration bench vet fmt clean
@@ -17,8 +18,8 @@ tools: ## build the pinned Temporal CLI into .tools/bin (once)
 
 build: ## build the programs into bin/
 	@mkdir -p bin
-	@for p in $(PROGRAMS); do $(GO) build -o bin/$$p ./$$p || exit 1; done
-	@echo "==> built: $(addprefix bin/,$(PROGRAMS))"
+	@for p in $(PROGRAMS); do $(GO) build -o bin/$${p%%:*} $${p#*:} || exit 1; done
+	@echo "==> built: $(foreach p,$(PROGRAMS),bin/$(firstword $(subst :, ,$(p))))"
 
 demo: deps tools build ## bring the development stack up (idempotent) and print where things run
 	@bash scripts/stack.sh up

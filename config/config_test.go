@@ -172,3 +172,24 @@ func TestRedactedNeverPrintsSecrets(t *testing.T) {
 		t.Fatalf("expected the redaction marker and the secret's source:\n%s", s)
 	}
 }
+
+// One file can configure the whole server stack: a key of another server
+// program is ignored, a key no program knows is refused.
+func TestSharedFile(t *testing.T) {
+	file := writeFile(t, "listen: 127.0.0.1:9443\nplatform:\n  url: https://platform:8700\nhsm:\n  token_label: Shared\n")
+	cfg, err := Load(DefaultWorker(), Source{File: file})
+	if err != nil {
+		t.Fatalf("worker refused the gateway's keys: %v", err)
+	}
+	if cfg.HSM.TokenLabel != "Shared" {
+		t.Fatalf("shared key not applied: %q", cfg.HSM.TokenLabel)
+	}
+	g, err := Load(DefaultGateway(), Source{File: file})
+	if err != nil || g.Listen != "127.0.0.1:9443" || g.Platform.URL != "https://platform:8700" {
+		t.Fatalf("gateway: %+v %v", g.Listen, err)
+	}
+	file = writeFile(t, "gateway_url: https://x\n")
+	if _, err := Load(DefaultWorker(), Source{File: file}); err == nil || !strings.Contains(err.Error(), "gateway_url: unknown key") {
+		t.Fatalf("a client key in a server file: %v", err)
+	}
+}

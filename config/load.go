@@ -60,7 +60,7 @@ func Load[T Validator](defaults T, src Source) (T, error) {
 		if err := v.ReadInConfig(); err != nil {
 			return zero, fmt.Errorf("reading config file %s: %w", src.File, err)
 		}
-		if err := refuseInlineSecrets(src.File, secrets); err != nil {
+		if err := checkFileKeys(src.File, leaves, secrets); err != nil {
 			return zero, err
 		}
 	}
@@ -78,7 +78,9 @@ func Load[T Validator](defaults T, src Source) (T, error) {
 	}
 
 	out := defaults
-	err = v.UnmarshalExact(&out, func(dc *mapstructure.DecoderConfig) {
+	// Unknown keys were refused above; a shared file may carry the keys of
+	// GridPay's other programs, which this one ignores.
+	err = v.Unmarshal(&out, func(dc *mapstructure.DecoderConfig) {
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","),
@@ -124,9 +126,11 @@ func joinKey(prefix, key string) string {
 	return prefix + "." + key
 }
 
-// refuseInlineSecrets rejects a file that writes a secret's value where only
-// its source may go (hsm.pin: "1234" instead of hsm.pin.file).
-func refuseInlineSecrets(file string, secrets []string) error {
+// checkFileKeys refuses a file with a key no GridPay server program knows
+// (a typo: "hsm.modul"), and one that writes a secret's value where only its
+// source may go (hsm.pin: "1234" instead of hsm.pin.file). Keys of the other
+// server programs are allowed, so one file can serve the whole stack.
+func checkFileKeys(file string, own map[string]any, secrets []string) error {
 	fv := viper.New()
 	fv.SetConfigFile(file)
 	fv.SetConfigType("yaml")
@@ -134,6 +138,13 @@ func refuseInlineSecrets(file string, secrets []string) error {
 		return fmt.Errorf("reading config file %s: %w", file, err)
 	}
 	var errs Errors
+	known := knownKeys()
+	for _, key := range fv.AllKeys() {
+		if _, ok := own[key]; ok || known[key] || isUnder(key, secrets) {
+			continue
+		}
+		errs = append(errs, FieldError{Key: key, Problem: "unknown key"})
+	}
 	for _, key := range secrets {
 		if raw := fv.Get(key); raw != nil {
 			if _, isMap := raw.(map[string]any); !isMap {
@@ -147,6 +158,33 @@ func refuseInlineSecrets(file string, secrets []string) error {
 		return errs
 	}
 	return nil
+}
+
+// knownKeys is every key of GridPay's server programs (one file may
+// configure them all).
+func knownKeys() map[string]bool {
+	out := map[string]bool{}
+	for _, cfg := range []any{DefaultWorker(), DefaultAdmin(), DefaultGateway()} {
+		leaves, _, err := flatten(cfg)
+		if err != nil {
+			panic(err) // the defaults are ours: a missing tag is a bug
+		}
+		for k := range leaves {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// isUnder reports whether key is one of the secret keys themselves (their
+// inline values are refused separately, with a better message).
+func isUnder(key string, secrets []string) bool {
+	for _, s := range secrets {
+		if key == s {
+			return true
+		}
+	}
+	return false
 }
 
 var (

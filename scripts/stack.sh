@@ -11,6 +11,14 @@ PGSOCK="$RUN/postgres/socket"
 TEMPORAL_DB="$RUN/temporal/temporal.db"
 TEMPORAL_PID="$RUN/temporal/temporal.pid"
 WORKER_PID="$RUN/worker.pid"
+GATEWAY_PID="$RUN/gateway.pid"
+SIM_PID="$RUN/platform-sim.pid"
+SIM_DIR="$RUN/platform-sim"
+SIM_DSN="postgres://gridpay@127.0.0.1:$PG_PORT/platform?sslmode=disable"
+GATEWAY_PORT="${GRIDPAY_DEV_GATEWAY_PORT:-8443}"
+SIM_PORT="${GRIDPAY_DEV_SIM_PORT:-8700}"
+DEMO_KEY_LABEL="GridPay Demo Key"
+CLIENT_CONFIG="$RUN/client.yaml"
 SOFTHSM_DIR="$RUN/softhsm"
 SECRETS="$RUN/secrets"
 CONFIG="$RUN/gridpay.yaml"
@@ -18,7 +26,9 @@ BIN="$ROOT/bin"
 
 pg_running() { [ -f "$PGDATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }
 temporal_running() { [ -f "$TEMPORAL_PID" ] && kill -0 "$(cat "$TEMPORAL_PID")" 2>/dev/null; }
-worker_running() { [ -f "$WORKER_PID" ] && kill -0 "$(cat "$WORKER_PID")" 2>/dev/null; }
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+worker_running() { running "$WORKER_PID"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # stop_pid stops the process in a pid file: TERM, then KILL after a grace period.
 stop_pid() {
@@ -66,10 +76,12 @@ start_postgres() {
 	if [ "$(psql_admin -c "select 1 from pg_roles where rolname='gridpay'")" != "1" ]; then
 		psql_admin -c "create role gridpay login"
 	fi
-	if [ "$(psql_admin -c "select 1 from pg_database where datname='gridpay'")" != "1" ]; then
-		psql_admin -c "create database gridpay owner gridpay"
-		note "created database gridpay"
-	fi
+	for db in gridpay platform; do
+		if [ "$(psql_admin -c "select 1 from pg_database where datname='$db'")" != "1" ]; then
+			psql_admin -c "create database $db owner gridpay"
+			note "created database $db"
+		fi
+	done
 }
 
 start_temporal() {
@@ -133,6 +145,10 @@ temporal:
 pki:
   dir: $RUN/pki
   crl_url: http://127.0.0.1:8443/crl/customer.crl
+platform:
+  url: https://127.0.0.1:$SIM_PORT
+  ca_file: $SIM_DIR/ca.pem
+listen: 127.0.0.1:$GATEWAY_PORT
 YAML
 }
 
@@ -156,6 +172,73 @@ start_worker() {
 		|| { tail -20 "$LOGS/worker.log" >&2; die "the worker did not start (log: $LOGS/worker.log)"; }
 }
 
+# start_platform_sim seeds the power company's platform simulator once and
+# starts it (mutual TLS; it admits GridPay's services CA certificates only).
+start_platform_sim() {
+	if running "$SIM_PID"; then stop_pid "platform simulator" "$SIM_PID"; fi
+	say "platform simulator: seeding (once) and starting on 127.0.0.1:$SIM_PORT"
+	"$BIN/platform-sim" seed --if-empty --dsn "$SIM_DSN" --customers 200 --months 24 --seed 42 --log-level warn >"$LOGS/platform-sim-seed.log" 2>&1 \
+		|| { cat "$LOGS/platform-sim-seed.log" >&2; die "seeding the platform simulator failed"; }
+	nohup "$BIN/platform-sim" serve --dsn "$SIM_DSN" --state-dir "$SIM_DIR" --listen "127.0.0.1:$SIM_PORT" \
+		--client-ca "$RUN/pki/services-ca.pem" >"$LOGS/platform-sim.log" 2>&1 &
+	echo $! >"$SIM_PID"
+	wait_for "the platform simulator" 30 port_open "$SIM_PORT" \
+		|| { tail -20 "$LOGS/platform-sim.log" >&2; die "the platform simulator did not start (log: $LOGS/platform-sim.log)"; }
+}
+
+# issue_service_certs gives the gateway its TLS server certificate and the
+# gateway and worker their client certificates for the platform; keys in the HSM.
+issue_service_certs() {
+	say "service certificates: gateway TLS, gateway and worker platform clients (kept while current)"
+	"$BIN/adminctl" --config "$CONFIG" ca issue --server --name gateway --dns localhost --ip 127.0.0.1 --key-label gridpay-gateway-tls >/dev/null
+	"$BIN/adminctl" --config "$CONFIG" ca issue --name gateway --key-label gridpay-gateway-platform >/dev/null
+	"$BIN/adminctl" --config "$CONFIG" ca issue --name worker --key-label gridpay-worker-platform >/dev/null
+}
+
+start_gateway() {
+	if running "$GATEWAY_PID"; then stop_pid "gateway" "$GATEWAY_PID"; fi
+	say "gateway: starting on 127.0.0.1:$GATEWAY_PORT (mutual TLS 1.3)"
+	GRIDPAY_CONFIG="$CONFIG" SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf" nohup "$BIN/gateway" >"$LOGS/gateway.log" 2>&1 &
+	echo $! >"$GATEWAY_PID"
+	wait_for "the gateway" 30 port_open "$GATEWAY_PORT" \
+		|| { tail -20 "$LOGS/gateway.log" >&2; die "the gateway did not start (log: $LOGS/gateway.log)"; }
+}
+
+# provision_demo_key makes a SoftHSM2 token the USB key of a demo customer
+# who is in arrears, and writes the desktop client's configuration.
+provision_demo_key() {
+	export SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf"
+	random_secret "$SECRETS/demo-key.pin" 6
+	random_secret "$SECRETS/demo-key.so-pin" 10
+	local customer
+	if [ -s "$RUN/demo-customer" ]; then
+		customer="$(cat "$RUN/demo-customer")"
+	else
+		customer="$("$BIN/platform-sim" customers --dsn "$SIM_DSN" --overdue --type large_industry --limit 1 --log-level warn)"
+		[ -n "$customer" ] || die "the platform simulator has no customer in arrears"
+	fi
+	if softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$DEMO_KEY_LABEL[[:space:]]*$"; then
+		say "demo USB key \"$DEMO_KEY_LABEL\" for customer $customer: present (reusing)"
+	else
+		say "demo USB key \"$DEMO_KEY_LABEL\": provisioning for customer $customer"
+		"$BIN/adminctl" --config "$CONFIG" dev provision-key --customer "$customer" --token-label "$DEMO_KEY_LABEL" \
+			--so-pin-file "$SECRETS/demo-key.so-pin" --pin-file "$SECRETS/demo-key.pin"
+		echo "$customer" >"$RUN/demo-customer"
+	fi
+	cat >"$CLIENT_CONFIG" <<YAML
+# Written by scripts/stack.sh: the desktop client of the demo customer $customer.
+log: {level: warn, format: console}
+token:
+  module: $(softhsm_module)
+  label: $DEMO_KEY_LABEL
+  pin:
+    file: $SECRETS/demo-key.pin
+gateway_url: https://127.0.0.1:$GATEWAY_PORT
+ca_file: $RUN/pki/root.pem
+state_dir: $RUN/client-state
+YAML
+}
+
 up() {
 	[ -x "$BIN/adminctl" ] || die "programs not built: run make build"
 	start_postgres
@@ -163,10 +246,16 @@ up() {
 	setup_softhsm
 	setup_gridpay
 	start_worker
+	start_platform_sim
+	issue_service_certs
+	start_gateway
+	provision_demo_key
 	status
 }
 
 down() {
+	stop_pid "gateway" "$GATEWAY_PID"
+	stop_pid "platform simulator" "$SIM_PID"
 	stop_pid "worker" "$WORKER_PID"
 	stop_pid "Temporal" "$TEMPORAL_PID"
 	if pg_running; then
@@ -188,12 +277,20 @@ status() {
 		note "Temporal         stopped"
 	fi
 	if worker_running; then note "worker           pid $(cat "$WORKER_PID"), schedule crl-publish (log: $LOGS/worker.log)"; else note "worker           stopped"; fi
+	if running "$SIM_PID"; then note "platform sim      https://127.0.0.1:$SIM_PORT (mutual TLS; log: $LOGS/platform-sim.log)"; else note "platform sim      stopped"; fi
+	if running "$GATEWAY_PID"; then note "gateway          https://127.0.0.1:$GATEWAY_PORT (mutual TLS 1.3; log: $LOGS/gateway.log)"; else note "gateway          stopped"; fi
 	note "HSM (SoftHSM2)   token \"$HSM_TOKEN_LABEL\", SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf"
 	note "CA files         $RUN/pki"
 	note "config           $CONFIG"
 	note "environment      source $RUN/env   (then: bin/adminctl db status, bin/adminctl ca show, ...)"
 	note "logs             $LOGS"
 	note "stop with        make down"
+	if [ -f "$CLIENT_CONFIG" ]; then
+		echo
+		say "the demo customer's desktop client (USB key \"$DEMO_KEY_LABEL\", PIN in $SECRETS/demo-key.pin):"
+		note "SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf bin/client --config $CLIENT_CONFIG login"
+		note "   ... then: info, bills, arrears, consumption, history   (add --json for data)"
+	fi
 }
 
 case "${1:-}" in
