@@ -20,6 +20,10 @@ type Options struct {
 	// Logger receives session and lifecycle events (never a PIN, a key or
 	// data). nil logs nothing.
 	Logger *zap.Logger
+	// NoLogin opens the token without logging in: only public objects are
+	// reachable (the PIN-failure record a client keeps on a USB key must be
+	// read before, and written after, a failed login). The pin is ignored.
+	NoLogin bool
 	// NoSessionKeyCopies makes signers use the token key object directly
 	// instead of an in-token session copy (see Token.signingHandle).
 	NoSessionKeyCopies bool
@@ -33,6 +37,7 @@ type Token struct {
 	pool   *pool
 	log    *zap.Logger
 	anchor pkcs11.SessionHandle // holds the login and the key copies; never handed out to the pool
+	login  bool                 // this Token logged in (and logs out on Close)
 
 	// copies maps a private key on the token to its in-memory copy (see
 	// signingHandle); copyMu also serialises calls on the anchor session.
@@ -92,7 +97,8 @@ func (h *Module) OpenToken(sel Selector, pin []byte, opts Options) (_ *Token, er
 	if err != nil {
 		return nil, err
 	}
-	if len(pin) == 0 && ti.LoginRequired {
+	login := ti.LoginRequired && !opts.NoLogin
+	if len(pin) == 0 && login {
 		return nil, fmt.Errorf("%w: empty PIN", ErrPINLength)
 	}
 	size := opts.PoolSize
@@ -114,7 +120,7 @@ func (h *Module) OpenToken(sel Selector, pin []byte, opts Options) (_ *Token, er
 		_ = m.release()
 		return nil, p11err("C_OpenSession", err)
 	}
-	if ti.LoginRequired {
+	if login {
 		if err := m.login(ti.Slot, anchor, pin); err != nil {
 			_ = m.ctx.CloseSession(anchor)
 			_ = m.release()
@@ -127,6 +133,7 @@ func (h *Module) OpenToken(sel Selector, pin []byte, opts Options) (_ *Token, er
 		pool:   newPool(m.ctx, ti.Slot, size, log),
 		log:    log,
 		anchor: anchor,
+		login:  login,
 		noCopy: opts.NoSessionKeyCopies,
 		copies: map[pkcs11.ObjectHandle]pkcs11.ObjectHandle{},
 	}
@@ -157,7 +164,7 @@ func (t *Token) Close() error {
 	t.closeOnce.Do(func() {
 		t.pool.close()
 		var errs []error
-		if t.info.LoginRequired {
+		if t.login {
 			errs = append(errs, t.mod.logout(t.info.Slot, t.anchor))
 		}
 		errs = append(errs, p11err("C_CloseSession", t.mod.ctx.CloseSession(t.anchor)))
