@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"os/user"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -25,6 +26,7 @@ type admin struct {
 	configFile string
 	jsonOut    bool
 	logLevel   string
+	wait       time.Duration
 
 	root *cobra.Command
 	cfg  config.Admin
@@ -63,7 +65,11 @@ secrets (the HSM PIN, the database password) only from files or the environment.
 	pf.StringVar(&a.configFile, "config", os.Getenv("GRIDPAY_CONFIG"), "configuration file (YAML); default $GRIDPAY_CONFIG")
 	pf.BoolVar(&a.jsonOut, "json", false, "print data as JSON")
 	pf.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error")
-	a.root.AddCommand(a.dbCommand(), a.caCommand(), a.auditCommand(), a.tokensCommand(), a.configCommand(), a.devCommand())
+	pf.DurationVar(&a.wait, "wait", 2*time.Minute, "how long to wait for a workflow step before giving up (the workflow goes on)")
+	pin := &cobra.Command{Use: "pin", Short: "USB key PINs", Args: noArgs}
+	pin.AddCommand(a.pinResetCommand())
+	a.root.AddCommand(a.dbCommand(), a.caCommand(), a.auditCommand(), a.tokensCommand(), a.configCommand(), a.devCommand(),
+		a.bindCommand(), a.unbindCommand(), a.reissueCommand(), a.bindingsCommand(), a.temporalCommand(), pin)
 	return a
 }
 

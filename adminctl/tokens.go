@@ -12,7 +12,7 @@ import (
 
 func (a *admin) tokensCommand() *cobra.Command {
 	var module string
-	cmd := &cobra.Command{Use: "tokens", Short: "PKCS#11 tokens: USB keys and the HSM", Args: noArgs}
+	cmd := &cobra.Command{Use: "tokens", Aliases: []string{"token"}, Short: "PKCS#11 tokens: USB keys and the HSM", Args: noArgs}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the tokens visible through a PKCS#11 module (no login needed)",
@@ -53,7 +53,7 @@ func (a *admin) tokensCommand() *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&module, "module", "", "PKCS#11 module path (default: hsm.module)")
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, a.tokenInitCommand())
 	return cmd
 }
 

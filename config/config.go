@@ -89,8 +89,9 @@ type Common struct {
 
 // Worker is the configuration of the Temporal worker.
 type Worker struct {
-	Common `mapstructure:",squash"`
-	PKI    PKI `mapstructure:"pki" json:"pki"`
+	Common   `mapstructure:",squash"`
+	PKI      PKI      `mapstructure:"pki" json:"pki"`
+	Platform Platform `mapstructure:"platform" json:"platform"`
 	// ShutdownTimeout bounds the graceful stop of running activities.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout" json:"shutdown_timeout"`
 }
@@ -213,20 +214,26 @@ func defaultPKI() PKI {
 
 // DefaultWorker returns the worker's built-in defaults (the development stack).
 func DefaultWorker() Worker {
-	return Worker{Common: defaultCommon(), PKI: defaultPKI(), ShutdownTimeout: 30 * time.Second}
+	p := defaultPlatform()
+	p.ClientKeyLabel = "gridpay-worker-platform"
+	return Worker{Common: defaultCommon(), PKI: defaultPKI(), Platform: p, ShutdownTimeout: 30 * time.Second}
+}
+
+func defaultPlatform() Platform {
+	return Platform{
+		URL:            "https://127.0.0.1:8700",
+		CAFile:         ".run/platform-sim/ca.pem",
+		ClientKeyLabel: "gridpay-gateway-platform",
+		Timeout:        10 * time.Second,
+	}
 }
 
 // DefaultGateway returns the gateway's built-in defaults (the development stack).
 func DefaultGateway() Gateway {
 	return Gateway{
-		Common: defaultCommon(),
-		PKI:    defaultPKI(),
-		Platform: Platform{
-			URL:            "https://127.0.0.1:8700",
-			CAFile:         ".run/platform-sim/ca.pem",
-			ClientKeyLabel: "gridpay-gateway-platform",
-			Timeout:        10 * time.Second,
-		},
+		Common:          defaultCommon(),
+		PKI:             defaultPKI(),
+		Platform:        defaultPlatform(),
 		Listen:          "127.0.0.1:8443",
 		TLSKeyLabel:     "gridpay-gateway-tls",
 		RatePerSecond:   20,

@@ -150,6 +150,7 @@ func (w Worker) Validate() error {
 	var c checker
 	w.Common.check(&c)
 	w.PKI.check(&c, "pki")
+	w.Platform.check(&c, "platform")
 	c.positive("shutdown_timeout", w.ShutdownTimeout)
 	return c.err()
 }

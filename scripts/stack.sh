@@ -29,6 +29,11 @@ temporal_running() { [ -f "$TEMPORAL_PID" ] && kill -0 "$(cat "$TEMPORAL_PID")" 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 worker_running() { running "$WORKER_PID"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# worker_ready: the worker logged that it runs; a worker that exited fails at once.
+worker_ready() {
+	worker_running || { tail -5 "$LOGS/worker.log" >&2; die "the worker exited (log: $LOGS/worker.log)"; }
+	grep -q "worker running" "$LOGS/worker.log"
+}
 
 # stop_pid stops the process in a pid file: TERM, then KILL after a grace period.
 stop_pid() {
@@ -168,7 +173,7 @@ start_worker() {
 	say "worker: starting (task queue gridpay)"
 	GRIDPAY_CONFIG="$CONFIG" SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf" nohup "$BIN/worker" >"$LOGS/worker.log" 2>&1 &
 	echo $! >"$WORKER_PID"
-	wait_for "the worker's schedule" 30 "$TEMPORAL_BIN" schedule describe --address "127.0.0.1:$TEMPORAL_PORT" --schedule-id crl-publish \
+	wait_for "the worker" 30 worker_ready \
 		|| { tail -20 "$LOGS/worker.log" >&2; die "the worker did not start (log: $LOGS/worker.log)"; }
 }
 
@@ -205,7 +210,8 @@ start_gateway() {
 }
 
 # provision_demo_key makes a SoftHSM2 token the USB key of a demo customer
-# who is in arrears, and writes the desktop client's configuration.
+# who is in arrears, as an administrator would: adminctl token init, then
+# adminctl bind (the binding workflow). It writes the client's configuration.
 provision_demo_key() {
 	export SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf"
 	random_secret "$SECRETS/demo-key.pin" 6
@@ -217,12 +223,18 @@ provision_demo_key() {
 		customer="$("$BIN/platform-sim" customers --dsn "$SIM_DSN" --overdue --type large_industry --limit 1 --log-level warn)"
 		[ -n "$customer" ] || die "the platform simulator has no customer in arrears"
 	fi
-	if softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$DEMO_KEY_LABEL[[:space:]]*$"; then
-		say "demo USB key \"$DEMO_KEY_LABEL\" for customer $customer: present (reusing)"
-	else
-		say "demo USB key \"$DEMO_KEY_LABEL\": provisioning for customer $customer"
-		"$BIN/adminctl" --config "$CONFIG" dev provision-key --customer "$customer" --token-label "$DEMO_KEY_LABEL" \
+	local serial
+	if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$DEMO_KEY_LABEL[[:space:]]*$"; then
+		say "demo USB key \"$DEMO_KEY_LABEL\": adminctl token init"
+		"$BIN/adminctl" --config "$CONFIG" token init --token-label "$DEMO_KEY_LABEL" \
 			--so-pin-file "$SECRETS/demo-key.so-pin" --pin-file "$SECRETS/demo-key.pin"
+	fi
+	serial="$("$BIN/adminctl" --config "$CONFIG" tokens list --json | sed -n "/\"label\": \"$DEMO_KEY_LABEL\"/{n;s/.*\"serial\": \"\(.*\)\".*/\1/p}")"
+	if "$BIN/adminctl" --config "$CONFIG" bindings show "$serial" 2>/dev/null | grep -q " active "; then
+		say "demo USB key \"$DEMO_KEY_LABEL\" ($serial): bound to customer $customer (reusing)"
+	else
+		say "demo USB key \"$DEMO_KEY_LABEL\" ($serial): adminctl bind --customer $customer (binding workflow)"
+		"$BIN/adminctl" --config "$CONFIG" bind --customer "$customer" --token-label "$DEMO_KEY_LABEL" --pin-file "$SECRETS/demo-key.pin"
 		echo "$customer" >"$RUN/demo-customer"
 	fi
 	cat >"$CLIENT_CONFIG" <<YAML
@@ -245,9 +257,9 @@ up() {
 	start_temporal
 	setup_softhsm
 	setup_gridpay
-	start_worker
 	start_platform_sim
 	issue_service_certs
+	start_worker
 	start_gateway
 	provision_demo_key
 	status

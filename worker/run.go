@@ -40,11 +40,26 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
 	}
 	defer tc.Close()
 
+	if added, err := app.RegisterSearchAttributes(ctx, tc, cfg.Temporal.Namespace, workflows.SearchAttributes()); err != nil {
+		return err
+	} else if len(added) > 0 {
+		log.Info("search attributes registered", zap.Strings("added", added))
+	}
 	if err := ensureSchedules(ctx, tc, cfg); err != nil {
 		return err
 	}
+	trust, err := authority.LoadTrust(ctx, db)
+	if err != nil {
+		return err
+	}
+	plat, err := app.PlatformClient(ctx, cfg.Platform, ca.Keys(), trust, "worker")
+	if err != nil {
+		return err
+	}
 	w := worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: cfg.ShutdownTimeout})
-	register(w, &activities.CA{Publisher: ca})
+	register(w, &activities.CA{Publisher: ca},
+		&activities.Binding{CA: ca, Platform: plat, Chain: [][]byte{ca.Customer.Cert.Raw, ca.Root.Cert.Raw}},
+		&activities.Tokens{Temporal: tc})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}
@@ -57,9 +72,13 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
 }
 
 // register puts every workflow and activity on the worker.
-func register(w worker.Registry, ca *activities.CA) {
+func register(w worker.Registry, ca *activities.CA, binding *activities.Binding, tokens *activities.Tokens) {
 	w.RegisterWorkflow(workflows.PublishCRLs)
+	w.RegisterWorkflow(workflows.Bind)
+	w.RegisterWorkflow(workflows.Unbind)
 	w.RegisterActivity(ca)
+	w.RegisterActivity(binding)
+	w.RegisterActivity(tokens)
 }
 
 // ensureSchedules creates the worker's schedules, or brings an existing one

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/gridpay/gridpay/hsm"
 	"github.com/gridpay/gridpay/internal/app"
 	"github.com/gridpay/gridpay/internal/testenv"
+	simplatform "github.com/gridpay/gridpay/sim/platform"
 	"github.com/gridpay/gridpay/store"
 	"github.com/gridpay/gridpay/workflows"
 )
@@ -54,7 +56,19 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := ca.IssueServiceKey(ctx, ca.Keys(), cfg.Platform.ClientKeyLabel, authority.ServiceCert{Name: "worker"}, "test"); err != nil {
+		t.Fatal(err)
+	}
 	admin.Close()
+	// The platform the worker checks customers with.
+	services := x509.NewCertPool()
+	services.AddCert(ca.Services.Cert)
+	sim, err := simplatform.Start(ctx, simplatform.Options{DSN: testenv.NewDatabase(t), StateDir: t.TempDir(), ClientCAs: services})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Stop()
+	cfg.Platform.URL, cfg.Platform.CAFile = sim.URL(), sim.CAFile()
 
 	srv, err := testenv.StartTemporal(ctx, testenv.TemporalOptions{})
 	if err != nil {

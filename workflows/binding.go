@@ -54,6 +54,13 @@ type Certificate struct {
 	Deadline   time.Time `json:"deadline"`
 }
 
+// CertificateRequest is the argument of UpdateCertificate: the caller says
+// which customer it binds, so that a second bind of the same token for
+// another customer is refused instead of handed the first one's certificate.
+type CertificateRequest struct {
+	CustomerID string `json:"customer_id"`
+}
+
 // ProveInput is the token's signature over protocol.BindingProofDigest.
 type ProveInput struct {
 	Signature []byte `json:"signature"`
@@ -101,7 +108,14 @@ func (b *bindImpl) setup(ctx workflow.Context) error {
 	if err := workflow.SetQueryHandler(ctx, QueryState, func() (BindState, error) { return b.state, nil }); err != nil {
 		return err
 	}
-	err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateCertificate, b.certificate, workflow.UpdateHandlerOptions{})
+	err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateCertificate, b.certificate, workflow.UpdateHandlerOptions{
+		Validator: func(ctx workflow.Context, req CertificateRequest) error {
+			if req.CustomerID != b.in.CustomerID {
+				return fmt.Errorf("token %s is being bound to customer %s, not %s", b.in.TokenSerial, b.in.CustomerID, req.CustomerID)
+			}
+			return nil
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -131,7 +145,7 @@ func (b *bindImpl) setup(ctx workflow.Context) error {
 }
 
 // certificate answers once the certificate is issued (or the saga failed).
-func (b *bindImpl) certificate(ctx workflow.Context) (Certificate, error) {
+func (b *bindImpl) certificate(ctx workflow.Context, _ CertificateRequest) (Certificate, error) {
 	if err := workflow.Await(ctx, func() bool { return b.issued != nil || b.failed != nil }); err != nil {
 		return Certificate{}, err
 	}

@@ -62,7 +62,7 @@ func TestBindHappyPath(t *testing.T) {
 		return p.BindingID == 7 && string(p.Signature) == "sig" && len(p.Challenge) == 32
 	})).Return(store.Binding{ID: 7, Status: store.BindingActive}, nil)
 	var cert, proof updater
-	env.update(time.Second, UpdateCertificate, &cert)
+	env.update(time.Second, UpdateCertificate, &cert, CertificateRequest{CustomerID: "C1"})
 	env.update(time.Minute, UpdateProve, &proof, ProveInput{Signature: []byte("sig")})
 	env.ExecuteWorkflow(Bind, bindIn)
 
@@ -93,7 +93,7 @@ func TestBindPlatformRejectsCustomer(t *testing.T) {
 	env.OnActivity(binding.CheckCustomer, mock.Anything, "C404").Return(activities.CustomerInfo{},
 		temporal.NewNonRetryableApplicationError("the platform does not know customer C404", activities.ErrTypeUnknownCustomer, nil))
 	var cert updater
-	env.RegisterDelayedCallback(func() { env.UpdateWorkflow(UpdateCertificate, "u1", &cert) }, 0)
+	env.RegisterDelayedCallback(func() { env.UpdateWorkflow(UpdateCertificate, "u1", &cert, CertificateRequest{CustomerID: "C404"}) }, 0)
 	in := bindIn
 	in.CustomerID = "C404"
 	env.ExecuteWorkflow(Bind, in)
@@ -124,7 +124,7 @@ func TestBindRefusesDoubleBinding(t *testing.T) {
 func TestBindProofTimeoutRevokes(t *testing.T) {
 	env := newBindEnv(t)
 	var cert updater
-	env.update(time.Second, UpdateCertificate, &cert)
+	env.update(time.Second, UpdateCertificate, &cert, CertificateRequest{CustomerID: "C1"})
 	env.ExecuteWorkflow(Bind, bindIn)
 
 	var app *temporal.ApplicationError
@@ -145,7 +145,7 @@ func TestBindBadProofThenGoodProof(t *testing.T) {
 	env.OnActivity(binding.ConfirmBinding, mock.Anything, mock.MatchedBy(func(p activities.Proof) bool { return string(p.Signature) == "good" })).
 		Return(store.Binding{ID: 7, Status: store.BindingActive}, nil)
 	var cert, bad, empty, good updater
-	env.update(time.Second, UpdateCertificate, &cert)
+	env.update(time.Second, UpdateCertificate, &cert, CertificateRequest{CustomerID: "C1"})
 	env.update(time.Minute, UpdateProve, &bad, ProveInput{Signature: []byte("bad")})
 	env.update(2*time.Minute, UpdateProve, &empty, ProveInput{})
 	env.update(3*time.Minute, UpdateProve, &good, ProveInput{Signature: []byte("good")})
@@ -167,7 +167,7 @@ func TestBindBadProofThenGoodProof(t *testing.T) {
 func TestUnbindWhileBindingPending(t *testing.T) {
 	env := newBindEnv(t)
 	var cert updater
-	env.update(time.Second, UpdateCertificate, &cert)
+	env.update(time.Second, UpdateCertificate, &cert, CertificateRequest{CustomerID: "C1"})
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(SignalCancel, "unbound (keyCompromise) by admin") }, 2*time.Minute)
 	env.ExecuteWorkflow(Bind, bindIn)
 	err := env.GetWorkflowError()
@@ -213,5 +213,20 @@ func TestUnbindUnknownToken(t *testing.T) {
 	var app *temporal.ApplicationError
 	if err := env.GetWorkflowError(); !errors.As(err, &app) || app.Type() != activities.ErrTypeNotBound {
 		t.Fatalf("want NotBound, got %v", err)
+	}
+}
+
+// A second bind of the token for another customer is refused by the
+// validator instead of receiving the first customer's certificate.
+func TestBindCertificateForAnotherCustomerRejected(t *testing.T) {
+	env := newBindEnv(t)
+	env.OnActivity(binding.ConfirmBinding, mock.Anything, mock.Anything).Return(store.Binding{ID: 7, Status: store.BindingActive}, nil)
+	var mine, theirs, proof updater
+	env.update(time.Second, UpdateCertificate, &mine, CertificateRequest{CustomerID: "C1"})
+	env.update(2*time.Second, UpdateCertificate, &theirs, CertificateRequest{CustomerID: "C2"})
+	env.update(time.Minute, UpdateProve, &proof, ProveInput{Signature: []byte("sig")})
+	env.ExecuteWorkflow(Bind, bindIn)
+	if mine.err != nil || theirs.rejected == nil || !strings.Contains(theirs.rejected.Error(), "not C2") {
+		t.Fatalf("mine %v, theirs rejected %v", mine.err, theirs.rejected)
 	}
 }
