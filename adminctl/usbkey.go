@@ -14,7 +14,7 @@ import (
 // PINs come from (files, or a prompt without echo when absent).
 type usbKeyFlags struct {
 	module, label, serial string
-	pinFile, soPINFile     string
+	pinFile, soPINFile    string
 }
 
 func (f *usbKeyFlags) add(cmd *cobra.Command, needSO, needUser bool) {
