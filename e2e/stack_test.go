@@ -76,6 +76,9 @@ type stack struct {
 	simPort  int
 	gwPort   int
 	procs    map[string]*proc
+	temporal *testenv.Temporal
+	hsmPIN   string
+	module   string
 }
 
 // proc is a running program whose output goes to a log file.
@@ -90,11 +93,17 @@ type proc struct {
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	s := &stack{t: t, bin: build(t), dir: t.TempDir(), procs: map[string]*proc{}}
+	var err error
 	soft := testenv.SoftHSMForTest(t)
 	s.env = append(os.Environ(), soft.Env()...)
 	hsmToken := soft.NewTestToken(t, fmt.Sprintf("e2e-hsm-%d", time.Now().UnixNano()%1e9))
 	pinFile := s.secret("hsm.pin", hsmToken.UserPIN)
-	var err error
+	s.hsmPIN, s.module = hsmToken.UserPIN, soft.ModulePath()
+	s.temporal, err = testenv.StartTemporal(context.Background(), testenv.TemporalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.temporal.Stop() })
 	if s.simPort, err = testenv.FreePort(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +119,10 @@ pki: {dir: %q}
 platform: {url: "https://127.0.0.1:%d", ca_file: %q}
 listen: "127.0.0.1:%d"
 crl_refresh: 1s
+temporal: {address: %q, namespace: default, task_queue: e2e}
+shutdown_timeout: 5s
 `, testenv.NewDatabase(t), soft.ModulePath(), hsmToken.Label, pinFile, filepath.Join(s.dir, "pki"),
-		s.simPort, filepath.Join(s.dir, "sim", "ca.pem"), s.gwPort))
+		s.simPort, filepath.Join(s.dir, "sim", "ca.pem"), s.gwPort, s.temporal.Address()))
 
 	s.admin("db", "migrate")
 	s.admin("ca", "init")
@@ -186,7 +197,11 @@ func (s *stack) admin(args ...string) result {
 func (s *stack) start(name string, ready func() bool, args ...string) {
 	s.t.Helper()
 	logFile := filepath.Join(s.dir, name+".log")
-	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if _, err := os.Stat(logFile); err == nil {
+		// A restart: keep the earlier run's log beside.
+		_ = os.Rename(logFile, filepath.Join(s.dir, fmt.Sprintf("%s.%d.log", name, time.Now().UnixNano())))
+	}
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -263,6 +278,11 @@ func (s *stack) startSimulator() {
 }
 
 func (s *stack) startGateway() { s.start("gateway", listening(s.gwPort)) }
+
+// startWorker starts the worker and waits until it polls its task queue.
+func (s *stack) startWorker() {
+	s.start("worker", func() bool { return strings.Contains(s.logOf("worker"), "worker running") })
+}
 
 // customer finds a seeded customer matching platform-sim customers flags.
 func (s *stack) customer(flags ...string) string {
