@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
@@ -143,6 +144,27 @@ func TestWrongPINLocksTheKey(t *testing.T) {
 	r := k.client("login")
 	if r.code != cli.ExitAuth || !strings.Contains(r.err, "locked") {
 		t.Fatalf("the right PIN after lockout: %s", r)
+	}
+
+	// The administrator resets the PIN with the SO PIN: the key works
+	// again with the new PIN, and the wrong PINs reach the audit log.
+	wrongSO := s.secret("wrong.so-pin", "not-the-so-pin")
+	newPIN := s.secret("new.pin", "new-pin-4321")
+	r = s.exec(nil, "adminctl", "--config", s.config, "pin", "reset", "--token-label", "key-pin", "--so-pin-file", wrongSO, "--new-pin-file", newPIN)
+	if r.code != cli.ExitAuth || !strings.Contains(r.err, "wrong SO PIN") {
+		t.Fatalf("pin reset with a wrong SO PIN: %s", r)
+	}
+	s.admin("pin", "reset", "--token-label", "key-pin", "--so-pin-file", s.dir+"/key-pin.so-pin", "--new-pin-file", newPIN)
+	k.writeConfig(newPIN)
+	if r := k.client("login"); r.code != 0 {
+		t.Fatalf("login after the reset: %s", r)
+	}
+	var reported int
+	if err := s.db().QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'client.pin_failure'`).Scan(&reported); err != nil {
+		t.Fatal(err)
+	}
+	if reported != 5 {
+		t.Fatalf("%d wrong PINs in the audit log, want 5", reported)
 	}
 }
 
