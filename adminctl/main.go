@@ -5,12 +5,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"os/user"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,15 +31,7 @@ type admin struct {
 	out  cli.Output
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newAdmin().root.ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "adminctl:", err)
-	}
-	os.Exit(cli.ExitCode(err))
-}
+func main() { cli.Main("adminctl", newAdmin().root) }
 
 func newAdmin() *admin {
 	a := &admin{}

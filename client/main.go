@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,15 +18,7 @@ import (
 	"github.com/gridpay/gridpay/logging"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp().root.ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "client:", err)
-	}
-	os.Exit(cli.ExitCode(err))
-}
+func main() { cli.Main("client", newApp().root) }
 
 // app is the state shared by every command.
 type app struct {

@@ -45,11 +45,7 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -58,15 +54,7 @@ import (
 	"github.com/gridpay/gridpay/logging"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := command().ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-	}
-	os.Exit(cli.ExitCode(err))
-}
+func main() { cli.Main("gateway", command()) }
 
 func command() *cobra.Command {
 	var configFile string

@@ -4,11 +4,7 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -17,15 +13,7 @@ import (
 	"github.com/gridpay/gridpay/logging"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := command().ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-	}
-	os.Exit(cli.ExitCode(err))
-}
+func main() { cli.Main("worker", command()) }
 
 func command() *cobra.Command {
 	var configFile string

@@ -4,12 +4,15 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -155,4 +158,19 @@ func (p *Progress) Done(outcome string) {
 	}
 	<-p.done
 	fmt.Fprintf(p.w, "%s: %s (%.1fs)\n", p.msg, outcome, time.Since(p.t0).Seconds())
+}
+
+// Main runs a program's root command with a context cancelled by SIGINT or
+// SIGTERM, prints an error as "name: message" on stderr, and exits with the
+// error's exit code.
+func Main(name string, root interface {
+	ExecuteContext(ctx context.Context) error
+}) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+	}
+	os.Exit(ExitCode(err))
 }

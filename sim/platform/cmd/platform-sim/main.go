@@ -5,15 +5,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,15 +36,7 @@ const (
 	defaultClientCA = ".run/pki/services-ca.pem"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newCommand(os.Stdout, os.Stderr).ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "platform-sim:", err)
-	}
-	os.Exit(cli.ExitCode(err))
-}
+func main() { cli.Main("platform-sim", newCommand(os.Stdout, os.Stderr)) }
 
 func init() {
 	cli.RegisterClassifier(func(err error) (int, bool) {
