@@ -25,7 +25,8 @@ const (
 	PathBills       = Version + "/bills"               // ?status=unpaid|all&from&to → BillList
 	PathBill        = Version + "/bills/"              // + {id} → platform.Bill
 	PathArrears     = Version + "/arrears"             // ArrearsSummary
-	PathPayments    = Version + "/payments"            // ?from=YYYY-MM-DD&to=YYYY-MM-DD → PaymentList
+	PathPayments    = Version + "/payments"            // GET ?from=YYYY-MM-DD&to=YYYY-MM-DD → PaymentList; POST PaymentRequest → PaymentOrder
+	PathPayment     = Version + "/payments/"           // + {idempotency key} → PaymentStatus
 	PathPINFailures = Version + "/events/pin-failures" // POST PINFailureReport → 204
 )
 
@@ -140,6 +141,44 @@ type PINFailure struct {
 	Count    int       `json:"count"`  // failures in a row at that moment
 	Locked   bool      `json:"locked"` // the client locked the key after this one
 	Hostname string    `json:"hostname,omitempty"`
+}
+
+// PaymentRequest starts a payment (POST PathPayments): the instruction
+// (protocol.PaymentInstruction, encoded) and the USB key's signature over
+// its digest. The instruction names the idempotency key, the customer, the
+// bills or the prepaid top-up, and the amount; the gateway checks it against
+// the certificate. Sending the same instruction again returns the same
+// payment.
+type PaymentRequest struct {
+	Instruction []byte `json:"instruction"`
+	Signature   []byte `json:"signature"`
+}
+
+// PaymentOrder is the answer to a PaymentRequest: where to pay.
+type PaymentOrder struct {
+	Key      string    `json:"key"`
+	OrderID  string    `json:"order_id"`
+	Amount   Amount    `json:"amount"`
+	PayURL   string    `json:"pay_url"` // opens UnionPay's pay page in a browser
+	Deadline time.Time `json:"deadline"`
+	Status   string    `json:"status"`
+}
+
+// PaymentStatus is the live state of a payment (GET PathPayment + key).
+type PaymentStatus struct {
+	Key        string     `json:"key"`
+	Status     string     `json:"status"` // awaiting_payment, paid, posted, refunding, refunded, expired, rejected
+	Kind       string     `json:"kind"`   // bills or prepay
+	BillIDs    []string   `json:"bill_ids,omitempty"`
+	Amount     Amount     `json:"amount"`
+	OrderID    string     `json:"order_id,omitempty"`
+	Deadline   time.Time  `json:"deadline,omitempty"`
+	Reason     string     `json:"reason,omitempty"` // why refunded, expired or rejected
+	QueryID    string     `json:"query_id,omitempty"`
+	PaidAt     *time.Time `json:"paid_at,omitempty"`
+	PostedAt   *time.Time `json:"posted_at,omitempty"`
+	RefundedAt *time.Time `json:"refunded_at,omitempty"`
+	Final      bool       `json:"final"` // nothing more will happen
 }
 
 // Amount is re-exported for API users.
