@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages GridPay's development stack and tests need, if
 # missing: SoftHSM2 (stands in for the HSM and the USB keys), OpenSC
-# (pkcs11-tool), OpenSSL, and PostgreSQL 15's server binaries. Non-interactive.
+# (pkcs11-tool), OpenSSL, PostgreSQL 15's server binaries and Chromium (the
+# web UI's browser tests). Non-interactive.
 . "$(dirname "$0")/lib.sh"
 
 need=()
@@ -9,6 +10,8 @@ command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 softhsm_module >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# Headless Chromium for the desktop client's web UI tests.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] || need+=(postgresql-15)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 command -v go >/dev/null 2>&1 || die "Go is not installed (https://go.dev/doc/install); GridPay needs Go 1.25 or later"
