@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 # name:package of every program built into bin/.
-PROGRAMS := adminctl:./adminctl worker:./worker gateway:./gateway client:./client platform-sim:./sim/platform/cmd/platform-sim
+PROGRAMS := adminctl:./adminctl worker:./worker gateway:./gateway client:./client platform-sim:./sim/platform/cmd/platform-sim unionpay-sim:./sim/unionpay/cmd/unionpay-sim
 PKGS := ./...
 
 .PHONY: help deps tools build demo down status test unit integration bench vet fmt clean

@@ -92,6 +92,7 @@ type Worker struct {
 	Common   `mapstructure:",squash"`
 	PKI      PKI      `mapstructure:"pki" json:"pki"`
 	Platform Platform `mapstructure:"platform" json:"platform"`
+	UnionPay UnionPay `mapstructure:"unionpay" json:"unionpay"`
 	// ShutdownTimeout bounds the graceful stop of running activities.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout" json:"shutdown_timeout"`
 }
@@ -112,13 +113,46 @@ type Platform struct {
 	Timeout time.Duration `mapstructure:"timeout" json:"timeout"`
 }
 
+// UnionPay configures the online payment gateway (ACP 5.1.0 style).
+type UnionPay struct {
+	MerchantID string `mapstructure:"merchant_id" json:"merchant_id"`
+	// The gateway's endpoints.
+	FrontURL string `mapstructure:"front_url" json:"front_url"` // frontTransReq: the payer's browser posts the consume form here
+	BackURL  string `mapstructure:"back_url" json:"back_url"`   // backTransReq: refund, cancel
+	QueryURL string `mapstructure:"query_url" json:"query_url"` // queryTrans
+	FileURL  string `mapstructure:"file_url" json:"file_url"`   // fileTransReq: reconciliation file
+	// The merchant signing key: an HSM key label (production) or a PEM
+	// file (development); exactly one. Its certificate (certId) is a file.
+	MerchantKeyLabel string `mapstructure:"merchant_key_label" json:"merchant_key_label"`
+	MerchantKeyFile  string `mapstructure:"merchant_key_file" json:"merchant_key_file"`
+	MerchantCertFile string `mapstructure:"merchant_cert_file" json:"merchant_cert_file"`
+	// RootFile holds the CA certificates the gateway's signing certificate
+	// must chain to; Organization is the subject organisation it must name.
+	RootFile     string `mapstructure:"root_file" json:"root_file"`
+	Organization string `mapstructure:"organization" json:"organization"`
+	// NotifyURL is where the gateway sends back notifications (GridPay's
+	// gateway, notify listener); ReturnURL is where the payer's browser
+	// comes back after paying.
+	NotifyURL string `mapstructure:"notify_url" json:"notify_url"`
+	ReturnURL string `mapstructure:"return_url" json:"return_url"`
+	// PayTimeout is how long a payer has to pay an order.
+	PayTimeout time.Duration `mapstructure:"pay_timeout" json:"pay_timeout"`
+	Timeout    time.Duration `mapstructure:"timeout" json:"timeout"`
+}
+
 // Gateway is the configuration of the security server.
 type Gateway struct {
 	Common   `mapstructure:",squash"`
 	PKI      PKI      `mapstructure:"pki" json:"pki"`
 	Platform Platform `mapstructure:"platform" json:"platform"`
+	UnionPay UnionPay `mapstructure:"unionpay" json:"unionpay"`
 	// Listen is the address customers' clients connect to (mutual TLS 1.3).
 	Listen string `mapstructure:"listen" json:"listen"`
+	// PublicListen serves UnionPay's back notifications and the pay links
+	// the payer's browser opens (HTTP; TLS is terminated in front of it in
+	// production). PublicURL is how browsers reach it.
+	PublicListen string `mapstructure:"public_listen" json:"public_listen"`
+	PublicURL    string `mapstructure:"public_url" json:"public_url"`
 	// TLSKeyLabel is the HSM key of the gateway's server certificate (the
 	// certificate is stored on the HSM under the same label).
 	TLSKeyLabel string `mapstructure:"tls_key_label" json:"tls_key_label"`
@@ -216,7 +250,25 @@ func defaultPKI() PKI {
 func DefaultWorker() Worker {
 	p := defaultPlatform()
 	p.ClientKeyLabel = "gridpay-worker-platform"
-	return Worker{Common: defaultCommon(), PKI: defaultPKI(), Platform: p, ShutdownTimeout: 30 * time.Second}
+	return Worker{Common: defaultCommon(), PKI: defaultPKI(), Platform: p, UnionPay: defaultUnionPay(), ShutdownTimeout: 30 * time.Second}
+}
+
+func defaultUnionPay() UnionPay {
+	return UnionPay{
+		MerchantID:       "777290058110048",
+		FrontURL:         "http://127.0.0.1:8710/gateway/api/frontTransReq.do",
+		BackURL:          "http://127.0.0.1:8710/gateway/api/backTransReq.do",
+		QueryURL:         "http://127.0.0.1:8710/gateway/api/queryTrans.do",
+		FileURL:          "http://127.0.0.1:8710/gateway/api/fileTransReq.do",
+		MerchantKeyFile:  ".run/unionpay/merchant-key.pem",
+		MerchantCertFile: ".run/unionpay/merchant.pem",
+		RootFile:         ".run/unionpay-sim/root.pem",
+		Organization:     "China UnionPay",
+		NotifyURL:        "http://127.0.0.1:8444/unionpay/notify",
+		ReturnURL:        "http://127.0.0.1:8444/pay/return",
+		PayTimeout:       15 * time.Minute,
+		Timeout:          15 * time.Second,
+	}
 }
 
 func defaultPlatform() Platform {
@@ -234,7 +286,10 @@ func DefaultGateway() Gateway {
 		Common:          defaultCommon(),
 		PKI:             defaultPKI(),
 		Platform:        defaultPlatform(),
+		UnionPay:        defaultUnionPay(),
 		Listen:          "127.0.0.1:8443",
+		PublicListen:    "127.0.0.1:8444",
+		PublicURL:       "http://127.0.0.1:8444",
 		TLSKeyLabel:     "gridpay-gateway-tls",
 		RatePerSecond:   20,
 		RateBurst:       40,

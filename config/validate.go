@@ -151,6 +151,7 @@ func (w Worker) Validate() error {
 	w.Common.check(&c)
 	w.PKI.check(&c, "pki")
 	w.Platform.check(&c, "platform")
+	w.UnionPay.check(&c, "unionpay", true)
 	c.positive("shutdown_timeout", w.ShutdownTimeout)
 	return c.err()
 }
@@ -164,13 +165,38 @@ func (p Platform) check(c *checker, prefix string) {
 	c.positive(prefix+".timeout", p.Timeout)
 }
 
+func (u UnionPay) check(c *checker, prefix string, signs bool) {
+	c.required(prefix+".merchant_id", u.MerchantID)
+	for _, k := range []struct{ key, v string }{{"front_url", u.FrontURL}, {"back_url", u.BackURL}, {"query_url", u.QueryURL},
+		{"file_url", u.FileURL}, {"notify_url", u.NotifyURL}, {"return_url", u.ReturnURL}} {
+		if c.required(prefix+"."+k.key, k.v) && !strings.HasPrefix(k.v, "https://") && !strings.HasPrefix(k.v, "http://") {
+			c.add(prefix+"."+k.key, "must be an http(s):// URL, got %q", k.v)
+		}
+	}
+	c.required(prefix+".root_file", u.RootFile)
+	c.required(prefix+".organization", u.Organization)
+	if signs {
+		if (u.MerchantKeyLabel == "") == (u.MerchantKeyFile == "") {
+			c.add(prefix+".merchant_key_label", "set exactly one of %s.merchant_key_label (HSM) and %s.merchant_key_file", prefix, prefix)
+		}
+		c.required(prefix+".merchant_cert_file", u.MerchantCertFile)
+	}
+	c.positive(prefix+".pay_timeout", u.PayTimeout)
+	c.positive(prefix+".timeout", u.Timeout)
+}
+
 // Validate checks the gateway configuration.
 func (g Gateway) Validate() error {
 	var c checker
 	g.Common.check(&c)
 	g.PKI.check(&c, "pki")
 	g.Platform.check(&c, "platform")
+	g.UnionPay.check(&c, "unionpay", false)
 	c.hostPort("listen", g.Listen)
+	c.hostPort("public_listen", g.PublicListen)
+	if c.required("public_url", g.PublicURL) && !strings.HasPrefix(g.PublicURL, "https://") && !strings.HasPrefix(g.PublicURL, "http://") {
+		c.add("public_url", "must be an http(s):// URL, got %q", g.PublicURL)
+	}
 	c.required("tls_key_label", g.TLSKeyLabel)
 	if g.RatePerSecond <= 0 {
 		c.add("rate_per_second", "must be positive, got %g", g.RatePerSecond)
