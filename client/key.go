@@ -42,7 +42,13 @@ func (k *unlockedKey) Close() error {
 // openUSBKey selects the key, applies the PIN-failure lock, logs in and
 // reads the certificates. It reads the PIN only once the key has passed the
 // lock checks, and never keeps it.
-func (a *app) openUSBKey(ctx context.Context) (_ *unlockedKey, err error) {
+func (a *app) openUSBKey(ctx context.Context) (*unlockedKey, error) {
+	return a.openUSBKeyWith(ctx, a.readPIN)
+}
+
+// openUSBKeyWith is openUSBKey with the PIN from readPIN (the web UI passes
+// the PIN typed on its page); the PIN it returns is zeroed after use.
+func (a *app) openUSBKeyWith(ctx context.Context, readPIN func(context.Context, hsm.TokenInfo) ([]byte, error)) (_ *unlockedKey, err error) {
 	mod, err := hsm.OpenModule(a.cfg.Token.Module)
 	if errors.Is(err, hsm.ErrModuleMissing) {
 		return nil, fail(cli.ExitConfig, err, "the PKCS#11 module for USB keys is missing (%s): install it (OpenSC's opensc-pkcs11.so for most keys) or set token.module", a.cfg.Token.Module)
@@ -95,7 +101,7 @@ func (a *app) openUSBKey(ctx context.Context) (_ *unlockedKey, err error) {
 		a.warn("%s", msg)
 	}
 
-	pin, err := a.readPIN(ctx, ti)
+	pin, err := readPIN(ctx, ti)
 	if err != nil {
 		return nil, err
 	}

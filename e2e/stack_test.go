@@ -153,7 +153,9 @@ type result struct {
 	code     int
 }
 
-func (r result) String() string { return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.err) }
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.err)
+}
 
 // exec runs a program to completion with extra environment.
 func (s *stack) exec(env []string, name string, args ...string) result {

@@ -12,6 +12,9 @@ command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # Headless Chromium for the desktop client's web UI tests.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# Chinese glyphs for the UI's screenshots; poppler to read back the e-bill PDF.
+fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need+=(fonts-wqy-microhei fontconfig)
+command -v pdftotext >/dev/null 2>&1 || need+=(poppler-utils poppler-data)
 [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] || need+=(postgresql-15)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 command -v go >/dev/null 2>&1 || die "Go is not installed (https://go.dev/doc/install); GridPay needs Go 1.25 or later"
