@@ -14,6 +14,10 @@ var (
 	AttrToken      = temporal.NewSearchAttributeKeyKeyword("TokenSerial")
 	AttrKind       = temporal.NewSearchAttributeKeyKeyword("OperationKind")
 	AttrStatus     = temporal.NewSearchAttributeKeyKeyword("OperationStatus")
+	// Payments: the UnionPay order and the bills paid, e.g. OrderID =
+	// "GP0f3a…" or BillIDs = "B20260100000002".
+	AttrOrderID = temporal.NewSearchAttributeKeyKeyword("OrderID")
+	AttrBillIDs = temporal.NewSearchAttributeKeyKeywordList("BillIDs")
 )
 
 // SearchAttributes lists the custom search attributes with their types, for
@@ -23,6 +27,8 @@ func SearchAttributes() map[string]enumspb.IndexedValueType {
 	for _, k := range []temporal.SearchAttributeKeyKeyword{AttrCustomerID, AttrToken, AttrKind, AttrStatus} {
 		out[k.GetName()] = enumspb.INDEXED_VALUE_TYPE_KEYWORD
 	}
+	out[AttrOrderID.GetName()] = enumspb.INDEXED_VALUE_TYPE_KEYWORD
+	out[AttrBillIDs.GetName()] = enumspb.INDEXED_VALUE_TYPE_KEYWORD_LIST
 	return out
 }
 
