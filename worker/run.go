@@ -15,6 +15,7 @@ import (
 	"github.com/gridpay/gridpay/authority"
 	"github.com/gridpay/gridpay/config"
 	"github.com/gridpay/gridpay/internal/app"
+	"github.com/gridpay/gridpay/store"
 	"github.com/gridpay/gridpay/workflows"
 )
 
@@ -56,10 +57,16 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	up, err := app.UnionPayClient(ctx, cfg.UnionPay, ca.Keys())
+	if err != nil {
+		return err
+	}
 	w := worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: cfg.ShutdownTimeout})
 	register(w, &activities.CA{Publisher: ca},
 		&activities.Binding{CA: ca, Platform: plat, Chain: [][]byte{ca.Customer.Cert.Raw, ca.Root.Cert.Raw}},
-		&activities.Tokens{Temporal: tc})
+		&activities.Tokens{Temporal: tc},
+		&activities.Payments{Records: store.Payments{DB: db}, Gateway: up, Platform: plat,
+			FrontURL: cfg.UnionPay.ReturnURL, BackURL: cfg.UnionPay.NotifyURL})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}
@@ -72,39 +79,49 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
 }
 
 // register puts every workflow and activity on the worker.
-func register(w worker.Registry, ca *activities.CA, binding *activities.Binding, tokens *activities.Tokens) {
-	w.RegisterWorkflow(workflows.PublishCRLs)
-	w.RegisterWorkflow(workflows.Bind)
-	w.RegisterWorkflow(workflows.Unbind)
-	w.RegisterActivity(ca)
-	w.RegisterActivity(binding)
-	w.RegisterActivity(tokens)
+func register(w worker.Registry, ca *activities.CA, binding *activities.Binding, tokens *activities.Tokens, payments *activities.Payments) {
+	for _, wf := range []any{workflows.PublishCRLs, workflows.Bind, workflows.Unbind,
+		workflows.Pay, workflows.RecoverPayment, workflows.Reconcile} {
+		w.RegisterWorkflow(wf)
+	}
+	for _, a := range []any{ca, binding, tokens, payments} {
+		w.RegisterActivity(a)
+	}
 }
 
-// ensureSchedules creates the worker's schedules, or brings an existing one
-// in line with the configuration. Several workers starting at once is fine:
-// the losers of the create find it there.
+// ensureSchedules creates the worker's schedules: CRL publication every
+// pki.crl_publish_interval, and the payment reconciliation daily at 10:00
+// Shanghai time (the gateway's file for the previous day is ready by then).
 func ensureSchedules(ctx context.Context, tc client.Client, cfg config.Worker) error {
-	spec := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: cfg.PKI.CRLPublishInterval}}}
-	action := &client.ScheduleWorkflowAction{
-		ID:        workflows.CRLScheduleID,
-		Workflow:  workflows.PublishCRLs,
-		TaskQueue: cfg.Temporal.TaskQueue,
+	crl := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: cfg.PKI.CRLPublishInterval}}}
+	if err := ensureSchedule(ctx, tc, workflows.CRLScheduleID, crl, &client.ScheduleWorkflowAction{
+		ID: workflows.CRLScheduleID, Workflow: workflows.PublishCRLs, TaskQueue: cfg.Temporal.TaskQueue,
+	}, "republishes the CRLs of the root, customer and services CAs"); err != nil {
+		return err
 	}
+	daily := client.ScheduleSpec{
+		Calendars:    []client.ScheduleCalendarSpec{{Hour: []client.ScheduleRange{{Start: 10}}}},
+		TimeZoneName: "Asia/Shanghai",
+	}
+	return ensureSchedule(ctx, tc, workflows.ReconcileScheduleID, daily, &client.ScheduleWorkflowAction{
+		ID: workflows.ReconcileScheduleID, Workflow: workflows.Reconcile, Args: []any{workflows.ReconcileInput{}}, TaskQueue: cfg.Temporal.TaskQueue,
+	}, "reconciles yesterday's UnionPay transactions with GridPay's payments and the platform")
+}
+
+// ensureSchedule creates a schedule, or brings an existing one in line with
+// the configuration. Several workers starting at once is fine: the losers
+// of the create find it there.
+func ensureSchedule(ctx context.Context, tc client.Client, id string, spec client.ScheduleSpec, action *client.ScheduleWorkflowAction, note string) error {
 	_, err := tc.ScheduleClient().Create(ctx, client.ScheduleOptions{
-		ID:      workflows.CRLScheduleID,
-		Spec:    spec,
-		Action:  action,
-		Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
-		Note:    "republishes the CRLs of the root, customer and services CAs",
+		ID: id, Spec: spec, Action: action, Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP, Note: note,
 	})
 	if !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
 		if err != nil {
-			return fmt.Errorf("creating schedule %s: %w", workflows.CRLScheduleID, err)
+			return fmt.Errorf("creating schedule %s: %w", id, err)
 		}
 		return nil
 	}
-	h := tc.ScheduleClient().GetHandle(ctx, workflows.CRLScheduleID)
+	h := tc.ScheduleClient().GetHandle(ctx, id)
 	err = h.Update(ctx, client.ScheduleUpdateOptions{
 		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
 			s := in.Description.Schedule
@@ -114,7 +131,7 @@ func ensureSchedules(ctx context.Context, tc client.Client, cfg config.Worker) e
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("updating schedule %s: %w", workflows.CRLScheduleID, err)
+		return fmt.Errorf("updating schedule %s: %w", id, err)
 	}
 	return nil
 }

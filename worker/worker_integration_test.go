@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"crypto/x509"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/gridpay/gridpay/internal/app"
 	"github.com/gridpay/gridpay/internal/testenv"
 	simplatform "github.com/gridpay/gridpay/sim/platform"
+	simunionpay "github.com/gridpay/gridpay/sim/unionpay"
 	"github.com/gridpay/gridpay/store"
 	"github.com/gridpay/gridpay/workflows"
 )
@@ -69,6 +71,14 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 	}
 	defer sim.Stop()
 	cfg.Platform.URL, cfg.Platform.CAFile = sim.URL(), sim.CAFile()
+	// A development merchant key signed by the UnionPay simulator's root.
+	upState := t.TempDir()
+	merchant, err := simunionpay.NewMerchant(upState, t.TempDir(), cfg.UnionPay.MerchantID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.UnionPay.MerchantKeyFile, cfg.UnionPay.MerchantCertFile = merchant.KeyFile, merchant.CertFile
+	cfg.UnionPay.RootFile = filepath.Join(upState, "root.pem")
 
 	srv, err := testenv.StartTemporal(ctx, testenv.TemporalOptions{})
 	if err != nil {
