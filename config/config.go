@@ -153,6 +153,9 @@ type Gateway struct {
 	// production). PublicURL is how browsers reach it.
 	PublicListen string `mapstructure:"public_listen" json:"public_listen"`
 	PublicURL    string `mapstructure:"public_url" json:"public_url"`
+	// PayLinkSecret keys the HMAC of pay links (at least 32 bytes); every
+	// gateway instance behind one public URL shares it.
+	PayLinkSecret Secret `mapstructure:"pay_link_secret" json:"pay_link_secret"`
 	// TLSKeyLabel is the HSM key of the gateway's server certificate (the
 	// certificate is stored on the HSM under the same label).
 	TLSKeyLabel string `mapstructure:"tls_key_label" json:"tls_key_label"`
@@ -290,6 +293,7 @@ func DefaultGateway() Gateway {
 		Listen:          "127.0.0.1:8443",
 		PublicListen:    "127.0.0.1:8444",
 		PublicURL:       "http://127.0.0.1:8444",
+		PayLinkSecret:   Secret{Env: "GRIDPAY_PAY_LINK_SECRET"},
 		TLSKeyLabel:     "gridpay-gateway-tls",
 		RatePerSecond:   20,
 		RateBurst:       40,

@@ -189,7 +189,7 @@ func (s *Server) arrears(w http.ResponseWriter, r *http.Request, p *principal, _
 	s.writeJSON(w, r, http.StatusOK, api.ArrearsSummary{Arrears: a, Alerts: alertsFor(a.Bills, s.now())})
 }
 
-func (s *Server) payments(w http.ResponseWriter, r *http.Request, p *principal, _ string) {
+func (s *Server) paymentHistory(w http.ResponseWriter, r *http.Request, p *principal, _ string) {
 	q, err := query(r, "from", "to")
 	if err != nil {
 		s.badRequest(w, r, err)

@@ -15,7 +15,10 @@ import (
 	"github.com/gridpay/gridpay/authority"
 	"github.com/gridpay/gridpay/config"
 	"github.com/gridpay/gridpay/internal/app"
+	"github.com/gridpay/gridpay/internal/cli"
 	"github.com/gridpay/gridpay/platform"
+	"github.com/gridpay/gridpay/unionpay"
+	"github.com/gridpay/gridpay/workflows"
 )
 
 // hooks let tests replace what run builds from configuration.
@@ -26,6 +29,9 @@ type hooks struct {
 	ready func(addr net.Addr)
 	// now is the clock; nil means time.Now.
 	now func() time.Time
+	// payments replaces the Temporal-backed payment starter (and the
+	// Temporal connection); nil means Temporal at temporal.address.
+	payments Payments
 }
 
 // run wires the gateway and serves until ctx ends.
@@ -79,11 +85,57 @@ func runGateway(ctx context.Context, cfg config.Gateway, log *zap.Logger, h hook
 		return err
 	}
 
+	secret, err := cfg.PayLinkSecret.Read("pay_link_secret")
+	if err != nil {
+		return cli.WithCode(cli.ExitConfig, err)
+	}
+	if len(secret) < 32 {
+		return cli.WithCode(cli.ExitConfig, fmt.Errorf("pay_link_secret: %d bytes; at least 32 are needed", len(secret)))
+	}
+	upVerifier, err := app.UnionPayVerifier(cfg.UnionPay, now)
+	if err != nil {
+		return err
+	}
+	var pays Payments = h.payments
+	signal := func(context.Context, string, unionpay.Notification) error {
+		return errors.New("no Temporal connection")
+	}
+	if pays == nil {
+		tc, err := app.DialTemporal(ctx, cfg.Temporal, log)
+		if err != nil {
+			return err
+		}
+		defer tc.Close()
+		pays = temporalPayments{tc: tc, taskQueue: cfg.Temporal.TaskQueue}
+		signal = func(ctx context.Context, workflowID string, n unionpay.Notification) error {
+			return tc.SignalWorkflow(ctx, workflowID, "", workflows.SignalNotification, n)
+		}
+	}
+
 	store := dbStore{db: db}
-	srv := NewServer(Deps{Platform: plat, Verifier: verifier, Bindings: store, Auditor: store, Log: log}, Options{
+	srv := NewServer(Deps{Platform: plat, Verifier: verifier, Bindings: store, Auditor: store, Payments: pays, Log: log}, Options{
 		RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, RequestTimeout: cfg.RequestTimeout, Now: now,
+		PublicURL: cfg.PublicURL, PayLinkSecret: secret, PaymentTiming: workflows.PaymentTiming{PayTimeout: cfg.UnionPay.PayTimeout},
 	})
 	httpSrv := newHTTPServer(srv, serverTLSConfig(serverCert, now), cfg, log)
+	pub := &public{verifier: upVerifier, lookup: storeLookup{db: db}, payments: pays, links: srv.payLinks, audit: srv.audit,
+		log: log.Named("public"), signal: signal}
+	publicSrv := &http.Server{Handler: pub, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: newServerErrorLog(log.Named("public"), nil)}
+	publicLn, err := net.Listen("tcp", cfg.PublicListen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.PublicListen, err)
+	}
+	go func() {
+		if err := publicSrv.Serve(publicLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("public listener stopped", zap.Error(err))
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		_ = publicSrv.Shutdown(sctx)
+	}()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

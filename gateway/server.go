@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/gridpay/gridpay/pki"
 	"github.com/gridpay/gridpay/platform"
 	"github.com/gridpay/gridpay/store"
+	"github.com/gridpay/gridpay/workflows"
 )
 
 // CertVerifier checks a client certificate chain as presented in the TLS
@@ -44,6 +46,8 @@ type Deps struct {
 	Verifier CertVerifier
 	Bindings Bindings
 	Auditor  Auditor
+	// Payments starts and reads payment sagas; nil serves no payments.
+	Payments Payments
 	Log      *zap.Logger
 }
 
@@ -52,6 +56,12 @@ type Options struct {
 	RatePerSecond  float64
 	RateBurst      int
 	RequestTimeout time.Duration
+	// PublicURL and PayLinkSecret make the links that open a payment's
+	// UnionPay form in the payer's browser (the public listener serves them).
+	PublicURL     string
+	PayLinkSecret []byte
+	// PaymentTiming is passed to every payment saga (pay timeout...).
+	PaymentTiming workflows.PaymentTiming
 	// Now is the clock for certificate validity, rate limits and alerts;
 	// nil means time.Now.
 	Now func() time.Time
@@ -67,6 +77,10 @@ type Server struct {
 	now      func() time.Time
 	limits   *limiters
 	timeout  time.Duration
+
+	payments      Payments
+	payLinks      payLinks
+	paymentTiming workflows.PaymentTiming
 }
 
 // NewServer builds the handler.
@@ -88,6 +102,10 @@ func NewServer(d Deps, o Options) *Server {
 		now:      now,
 		limits:   newLimiters(o.RatePerSecond, o.RateBurst),
 		timeout:  o.RequestTimeout,
+
+		payments:      d.Payments,
+		payLinks:      payLinks{base: strings.TrimSuffix(o.PublicURL, "/"), secret: o.PayLinkSecret},
+		paymentTiming: o.PaymentTiming,
 	}
 }
 
@@ -189,7 +207,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		return
 	}
 	st.p = p
-	rt, param, found := lookupRoute(r.URL.Path)
+	rts, param, found := lookupRoute(r.URL.Path)
 	if !found {
 		if isOtherVersion(r.URL.Path) {
 			s.fail(w, r, http.StatusNotFound, api.CodeUnsupportedVersion, fmt.Sprintf("this gateway serves API %s only; update the client", api.Version))
@@ -198,11 +216,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		s.fail(w, r, http.StatusNotFound, api.CodeNotFound, "no such API path")
 		return
 	}
-	if r.Method != rt.method {
-		w.Header().Set("Allow", rt.method)
-		s.fail(w, r, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, fmt.Sprintf("%s is not allowed here; use %s", clip(r.Method, 16), rt.method))
+	i := slices.IndexFunc(rts, func(rt route) bool { return rt.method == r.Method })
+	if i < 0 {
+		allowed := make([]string, len(rts))
+		for j, rt := range rts {
+			allowed[j] = rt.method
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		s.fail(w, r, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, fmt.Sprintf("%s is not allowed here; use %s", clip(r.Method, 16), strings.Join(allowed, " or ")))
 		return
 	}
+	rt := rts[i]
 	if !rt.unbound && !s.checkBinding(w, r, p) {
 		return
 	}
@@ -244,28 +268,38 @@ type route struct {
 	handle  func(s *Server, w http.ResponseWriter, r *http.Request, p *principal, param string)
 }
 
-var routes = map[string]route{
-	api.PathHealth:      {method: http.MethodGet, unbound: true, handle: (*Server).health},
-	api.PathMe:          {method: http.MethodGet, handle: (*Server).me},
-	api.PathConsumption: {method: http.MethodGet, handle: (*Server).consumption},
-	api.PathBills:       {method: http.MethodGet, handle: (*Server).bills},
-	api.PathArrears:     {method: http.MethodGet, handle: (*Server).arrears},
-	api.PathPayments:    {method: http.MethodGet, handle: (*Server).payments},
-	api.PathPINFailures: {method: http.MethodPost, handle: (*Server).pinFailures},
+var routes = map[string][]route{
+	api.PathHealth:      {{method: http.MethodGet, unbound: true, handle: (*Server).health}},
+	api.PathMe:          {{method: http.MethodGet, handle: (*Server).me}},
+	api.PathConsumption: {{method: http.MethodGet, handle: (*Server).consumption}},
+	api.PathBills:       {{method: http.MethodGet, handle: (*Server).bills}},
+	api.PathArrears:     {{method: http.MethodGet, handle: (*Server).arrears}},
+	api.PathPayments: {
+		{method: http.MethodGet, handle: (*Server).paymentHistory},
+		{method: http.MethodPost, handle: (*Server).startPayment},
+	},
+	api.PathPINFailures: {{method: http.MethodPost, handle: (*Server).pinFailures}},
 }
 
-var billRoute = route{method: http.MethodGet, handle: (*Server).bill}
+// Routes with a parameter in the path: api.PathBill + {id} and
+// api.PathPayment + {idempotency key}.
+var (
+	billRoute    = []route{{method: http.MethodGet, handle: (*Server).bill}}
+	paymentRoute = []route{{method: http.MethodGet, handle: (*Server).paymentStatus}}
+)
 
-// lookupRoute finds the endpoint of a path, and the bill ID for
-// api.PathBill + {id}.
-func lookupRoute(path string) (route, string, bool) {
-	if rt, ok := routes[path]; ok {
-		return rt, "", true
+// lookupRoute finds the endpoints of a path, and its parameter.
+func lookupRoute(path string) ([]route, string, bool) {
+	if rts, ok := routes[path]; ok {
+		return rts, "", true
 	}
 	if id, ok := strings.CutPrefix(path, api.PathBill); ok && !strings.Contains(id, "/") {
 		return billRoute, id, true
 	}
-	return route{}, "", false
+	if key, ok := strings.CutPrefix(path, api.PathPayment); ok && !strings.Contains(key, "/") {
+		return paymentRoute, key, true
+	}
+	return nil, "", false
 }
 
 // isOtherVersion reports whether path is under another API version

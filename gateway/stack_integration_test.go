@@ -11,10 +11,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +31,9 @@ import (
 	"github.com/gridpay/gridpay/internal/testenv"
 	"github.com/gridpay/gridpay/pki"
 	"github.com/gridpay/gridpay/platform"
+	simunionpay "github.com/gridpay/gridpay/sim/unionpay"
 	"github.com/gridpay/gridpay/store"
+	"github.com/gridpay/gridpay/workflows"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -95,7 +99,15 @@ func newStack(tb testing.TB, o stackOptions) *stack {
 	}
 	// Port 0 (any free port) is not a valid configuration, but it is
 	// what a test wants.
-	cfg.Listen = "127.0.0.1:0"
+	cfg.Listen, cfg.PublicListen = "127.0.0.1:0", "127.0.0.1:0"
+	// Payments: a pay-link secret, and a UnionPay root for the notify
+	// endpoint's verifier (the payment saga itself is tested elsewhere).
+	tb.Setenv("GRIDPAY_PAY_LINK_SECRET", "test-pay-link-secret-of-at-least-32-bytes")
+	upState := tb.TempDir()
+	if _, err := simunionpay.NewMerchant(upState, tb.TempDir(), cfg.UnionPay.MerchantID, time.Now()); err != nil {
+		tb.Fatal(err)
+	}
+	cfg.UnionPay.RootFile = filepath.Join(upState, "root.pem")
 	s.cfg = cfg
 
 	db, err := app.OpenDB(ctx, cfg.Database, "gateway-test", false)
@@ -136,7 +148,8 @@ func newStack(tb testing.TB, o stackOptions) *stack {
 		platform: func(context.Context, config.Gateway, authority.Keys, *authority.Trust) (platform.Service, error) {
 			return s.plat, nil
 		},
-		now: func() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) },
+		payments: noPayments{},
+		now:      func() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) },
 	}
 	if o.platform != nil {
 		h.platform = nil
@@ -300,3 +313,14 @@ func (s *stack) refusals(code string) map[string]map[string]any {
 }
 
 func serialOf(c *x509.Certificate) string { return pki.SerialHex(c.SerialNumber) }
+
+// noPayments answers that no payment exists; these tests need none.
+type noPayments struct{}
+
+func (noPayments) Start(context.Context, workflows.PaymentInput) (workflows.Order, error) {
+	return workflows.Order{}, errors.New("payments are not part of this test")
+}
+
+func (noPayments) Status(context.Context, string, string) (workflows.PaymentState, error) {
+	return workflows.PaymentState{}, ErrNoPayment
+}
