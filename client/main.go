@@ -80,7 +80,7 @@ environment variables (GRIDPAY_GATEWAY_URL sets gateway_url) and flags.`,
 	pf.BoolVar(&a.allowFinalTry, "allow-final-try", false, "try the PIN even when the key reports that one more wrong PIN locks it")
 	pf.String("log-level", "", "log level: debug, info, warn, error")
 	a.root.AddCommand(a.loginCommand(), a.infoCommand(), a.consumptionCommand(), a.billsCommand(), a.arrearsCommand(), a.historyCommand())
-	a.root.AddCommand(a.uiCommand())
+	a.root.AddCommand(a.uiCommand(), a.payCommand())
 	return a
 }
 

@@ -258,7 +258,7 @@ func DefaultWorker() Worker {
 
 func defaultUnionPay() UnionPay {
 	return UnionPay{
-		MerchantID:       "777290058110048",
+		MerchantID:       "898310048160001",
 		FrontURL:         "http://127.0.0.1:8710/gateway/api/frontTransReq.do",
 		BackURL:          "http://127.0.0.1:8710/gateway/api/backTransReq.do",
 		QueryURL:         "http://127.0.0.1:8710/gateway/api/queryTrans.do",

@@ -13,6 +13,13 @@ TEMPORAL_PID="$RUN/temporal/temporal.pid"
 WORKER_PID="$RUN/worker.pid"
 GATEWAY_PID="$RUN/gateway.pid"
 SIM_PID="$RUN/platform-sim.pid"
+UP_PID="$RUN/unionpay-sim.pid"
+UP_DIR="$RUN/unionpay-sim"
+UP_DSN="postgres://gridpay@127.0.0.1:$PG_PORT/unionpay?sslmode=disable"
+UP_PORT="${GRIDPAY_DEV_UNIONPAY_PORT:-8710}"
+UP_ADMIN_PORT="${GRIDPAY_DEV_UNIONPAY_ADMIN_PORT:-8711}"
+PUBLIC_PORT="${GRIDPAY_DEV_PUBLIC_PORT:-8444}"
+MERCHANT_ID="898310048160001"
 SIM_DIR="$RUN/platform-sim"
 SIM_DSN="postgres://gridpay@127.0.0.1:$PG_PORT/platform?sslmode=disable"
 GATEWAY_PORT="${GRIDPAY_DEV_GATEWAY_PORT:-8443}"
@@ -81,7 +88,7 @@ start_postgres() {
 	if [ "$(psql_admin -c "select 1 from pg_roles where rolname='gridpay'")" != "1" ]; then
 		psql_admin -c "create role gridpay login"
 	fi
-	for db in gridpay platform; do
+	for db in gridpay platform unionpay; do
 		if [ "$(psql_admin -c "select 1 from pg_database where datname='$db'")" != "1" ]; then
 			psql_admin -c "create database $db owner gridpay"
 			note "created database $db"
@@ -118,6 +125,7 @@ CONF
 	export SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf"
 	random_secret "$SECRETS/hsm.pin" 8
 	random_secret "$SECRETS/hsm.so-pin" 12
+	random_secret "$SECRETS/pay-link.key" 48
 	if softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$HSM_TOKEN_LABEL[[:space:]]*$"; then
 		say "HSM token \"$HSM_TOKEN_LABEL\": present (reusing)"
 	else
@@ -153,7 +161,22 @@ pki:
 platform:
   url: https://127.0.0.1:$SIM_PORT
   ca_file: $SIM_DIR/ca.pem
+unionpay:
+  merchant_id: "$MERCHANT_ID"
+  front_url: http://127.0.0.1:$UP_PORT/gateway/api/frontTransReq.do
+  back_url: http://127.0.0.1:$UP_PORT/gateway/api/backTransReq.do
+  query_url: http://127.0.0.1:$UP_PORT/gateway/api/queryTrans.do
+  file_url: http://127.0.0.1:$UP_PORT/gateway/api/fileTransReq.do
+  merchant_key_file: $RUN/unionpay/merchant-key.pem
+  merchant_cert_file: $RUN/unionpay/merchant.pem
+  root_file: $UP_DIR/root.pem
+  notify_url: http://127.0.0.1:$PUBLIC_PORT/unionpay/notify
+  return_url: http://127.0.0.1:$PUBLIC_PORT/pay/return
 listen: 127.0.0.1:$GATEWAY_PORT
+public_listen: 127.0.0.1:$PUBLIC_PORT
+public_url: http://127.0.0.1:$PUBLIC_PORT
+pay_link_secret:
+  file: $SECRETS/pay-link.key
 YAML
 }
 
@@ -189,6 +212,43 @@ start_platform_sim() {
 	echo $! >"$SIM_PID"
 	wait_for "the platform simulator" 30 port_open "$SIM_PORT" \
 		|| { tail -20 "$LOGS/platform-sim.log" >&2; die "the platform simulator did not start (log: $LOGS/platform-sim.log)"; }
+}
+
+# start_unionpay_sim makes the development merchant key (once) and starts
+# the UnionPay gateway simulator.
+start_unionpay_sim() {
+	if running "$UP_PID"; then stop_pid "UnionPay simulator" "$UP_PID"; fi
+	if [ ! -s "$RUN/unionpay/merchant.pem" ]; then
+		say "UnionPay: development merchant key and certificate for merId $MERCHANT_ID"
+		"$BIN/unionpay-sim" merchant-cert --state-dir "$UP_DIR" --out-dir "$RUN/unionpay" --mer-id "$MERCHANT_ID" --log-level warn >/dev/null
+	fi
+	say "UnionPay simulator: starting on 127.0.0.1:$UP_PORT (pay page in the browser; admin 127.0.0.1:$UP_ADMIN_PORT)"
+	nohup "$BIN/unionpay-sim" serve --dsn "$UP_DSN" --state-dir "$UP_DIR" --listen "127.0.0.1:$UP_PORT" \
+		--admin-listen "127.0.0.1:$UP_ADMIN_PORT" --time-scale 0.05 >"$LOGS/unionpay-sim.log" 2>&1 &
+	echo $! >"$UP_PID"
+	wait_for "the UnionPay simulator" 30 port_open "$UP_PORT" \
+		|| { tail -20 "$LOGS/unionpay-sim.log" >&2; die "the UnionPay simulator did not start (log: $LOGS/unionpay-sim.log)"; }
+}
+
+# demo_payment pays the demo customer's oldest overdue bill end to end: the
+# client signs and sends it, the simulator plays the payer's browser, and
+# the client follows it until the power company has posted it.
+demo_payment() {
+	export SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf"
+	local bill link key
+	bill="$("$BIN/client" --config "$CLIENT_CONFIG" arrears --json 2>/dev/null | sed -n 's/.*"id": "\(B[0-9]*\)".*/\1/p' | head -1)"
+	if [ -z "$bill" ]; then
+		say "demo payment: the demo customer has no overdue bill left (paid in an earlier run)"
+		return
+	fi
+	say "demo payment: client pay --bill $bill"
+	"$BIN/client" --config "$CLIENT_CONFIG" pay --bill "$bill" --no-wait --json >"$RUN/demo-payment.json"
+	link="$(sed -n 's/.*"pay_url": "\(.*\)".*/\1/p' "$RUN/demo-payment.json")"
+	key="$(sed -n 's/.*"key": "\(.*\)".*/\1/p' "$RUN/demo-payment.json")"
+	note "pay link: $link"
+	"$BIN/unionpay-sim" pay "$link" | sed 's/^/    payer: /'
+	"$BIN/client" --config "$CLIENT_CONFIG" pay --status "$key" --wait 2m 2>/dev/null | sed 's/^/    /' || true
+	note "in the Temporal Web UI: http://127.0.0.1:$TEMPORAL_UI_PORT/namespaces/default/workflows/payment%2F$(cat "$RUN/demo-customer")%2F$key"
 }
 
 # issue_service_certs gives the gateway its TLS server certificate and the
@@ -258,16 +318,19 @@ up() {
 	setup_softhsm
 	setup_gridpay
 	start_platform_sim
+	start_unionpay_sim
 	issue_service_certs
 	start_worker
 	start_gateway
 	provision_demo_key
+	demo_payment
 	status
 }
 
 down() {
 	stop_pid "gateway" "$GATEWAY_PID"
 	stop_pid "platform simulator" "$SIM_PID"
+	stop_pid "UnionPay simulator" "$UP_PID"
 	stop_pid "worker" "$WORKER_PID"
 	stop_pid "Temporal" "$TEMPORAL_PID"
 	if pg_running; then
@@ -290,6 +353,7 @@ status() {
 	fi
 	if worker_running; then note "worker           pid $(cat "$WORKER_PID"), schedule crl-publish (log: $LOGS/worker.log)"; else note "worker           stopped"; fi
 	if running "$SIM_PID"; then note "platform sim      https://127.0.0.1:$SIM_PORT (mutual TLS; log: $LOGS/platform-sim.log)"; else note "platform sim      stopped"; fi
+	if running "$UP_PID"; then note "UnionPay sim     http://127.0.0.1:$UP_PORT (pay page; admin 127.0.0.1:$UP_ADMIN_PORT; log: $LOGS/unionpay-sim.log)"; else note "UnionPay sim     stopped"; fi
 	if running "$GATEWAY_PID"; then note "gateway          https://127.0.0.1:$GATEWAY_PORT (mutual TLS 1.3; log: $LOGS/gateway.log)"; else note "gateway          stopped"; fi
 	note "HSM (SoftHSM2)   token \"$HSM_TOKEN_LABEL\", SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf"
 	note "CA files         $RUN/pki"

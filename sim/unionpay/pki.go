@@ -259,6 +259,9 @@ func NewMerchant(stateDir, outDir, merID string, now time.Time) (_ *Merchant, er
 	if now.IsZero() {
 		now = time.Now()
 	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, err
+	}
 	root, rootKey, err := loadOrCreateRoot(stateDir, now, zap.NewNop())
 	if err != nil {
 		return nil, err

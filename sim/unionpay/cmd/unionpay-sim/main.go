@@ -107,7 +107,7 @@ flags win.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&s.logFormat, "log-format", "console", "log format: console or json")
-	root.AddCommand(s.serveCommand(), s.merchantCertCommand())
+	root.AddCommand(s.serveCommand(), s.merchantCertCommand(), s.payCommand())
 	return root
 }
 
