@@ -140,12 +140,24 @@ type UnionPay struct {
 	Timeout    time.Duration `mapstructure:"timeout" json:"timeout"`
 }
 
+// PaymentTiming tunes the waits of the payment saga; zero keeps the
+// saga's defaults (first query after a minute, doubling to five minutes...).
+type PaymentTiming struct {
+	QueryFirst     time.Duration `mapstructure:"query_first" json:"query_first"`
+	QueryMax       time.Duration `mapstructure:"query_max" json:"query_max"`
+	Grace          time.Duration `mapstructure:"grace" json:"grace"`
+	RefundQueryMax time.Duration `mapstructure:"refund_query_max" json:"refund_query_max"`
+	PostRetryMax   time.Duration `mapstructure:"post_retry_max" json:"post_retry_max"`
+}
+
 // Gateway is the configuration of the security server.
 type Gateway struct {
 	Common   `mapstructure:",squash"`
 	PKI      PKI      `mapstructure:"pki" json:"pki"`
 	Platform Platform `mapstructure:"platform" json:"platform"`
 	UnionPay UnionPay `mapstructure:"unionpay" json:"unionpay"`
+	// Payment tunes the payment sagas the gateway starts.
+	Payment PaymentTiming `mapstructure:"payment" json:"payment"`
 	// Listen is the address customers' clients connect to (mutual TLS 1.3).
 	Listen string `mapstructure:"listen" json:"listen"`
 	// PublicListen serves UnionPay's back notifications and the pay links

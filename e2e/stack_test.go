@@ -36,6 +36,7 @@ var programs = map[string]string{
 	"gateway":      "./gateway",
 	"client":       "./client",
 	"platform-sim": "./sim/platform/cmd/platform-sim",
+	"unionpay-sim": "./sim/unionpay/cmd/unionpay-sim",
 }
 
 func build(t *testing.T) string {
@@ -79,6 +80,9 @@ type stack struct {
 	temporal *testenv.Temporal
 	hsmPIN   string
 	module   string
+	// UnionPay simulator and the gateway's public listener.
+	upDSN                        string
+	upPort, upAdmin, publicPort int
 }
 
 // proc is a running program whose output goes to a log file.
@@ -111,8 +115,15 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	s.simDSN = testenv.NewDatabase(t)
+	s.upDSN = testenv.NewDatabase(t)
+	for _, p := range []*int{&s.upPort, &s.upAdmin, &s.publicPort} {
+		if *p, err = testenv.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payLinkKey := s.secret("pay-link.key", "e2e-pay-link-secret-0123456789abcdef0123456789")
 	s.config = filepath.Join(s.dir, "gridpay.yaml")
-	s.write(s.config, fmt.Sprintf(`log: {level: info, format: json}
+	base := fmt.Sprintf(`log: {level: info, format: json}
 database: {dsn: %q}
 hsm: {module: %q, token_label: %q, pin: {file: %q}}
 pki: {dir: %q}
@@ -122,7 +133,30 @@ crl_refresh: 1s
 temporal: {address: %q, namespace: default, task_queue: e2e}
 shutdown_timeout: 5s
 `, testenv.NewDatabase(t), soft.ModulePath(), hsmToken.Label, pinFile, filepath.Join(s.dir, "pki"),
-		s.simPort, filepath.Join(s.dir, "sim", "ca.pem"), s.gwPort, s.temporal.Address()))
+		s.simPort, filepath.Join(s.dir, "sim", "ca.pem"), s.gwPort, s.temporal.Address())
+	up := fmt.Sprintf("http://127.0.0.1:%d/gateway/api/", s.upPort)
+	pub := fmt.Sprintf("http://127.0.0.1:%d", s.publicPort)
+	payments := fmt.Sprintf(`unionpay:
+  merchant_id: "898310048160001"
+  front_url: %q
+  back_url: %q
+  query_url: %q
+  file_url: %q
+  merchant_key_file: %q
+  merchant_cert_file: %q
+  root_file: %q
+  notify_url: %q
+  return_url: %q
+  pay_timeout: 2m
+public_listen: %q
+public_url: %q
+pay_link_secret: {file: %q}
+payment: {query_first: 2s, query_max: 4s, grace: 5s, refund_query_max: 3s, post_retry_max: 2s}
+`, up+"frontTransReq.do", up+"backTransReq.do", up+"queryTrans.do", up+"fileTransReq.do",
+		filepath.Join(s.dir, "merchant", "merchant-key.pem"), filepath.Join(s.dir, "merchant", "merchant.pem"),
+		filepath.Join(s.dir, "up", "root.pem"), pub+"/unionpay/notify", pub+"/pay/return",
+		strings.TrimPrefix(pub, "http://"), pub, payLinkKey)
+	s.write(s.config, base+payments)
 
 	s.admin("db", "migrate")
 	s.admin("ca", "init")
@@ -130,7 +164,20 @@ shutdown_timeout: 5s
 	s.admin("ca", "issue", "--name", "gateway", "--key-label", "gridpay-gateway-platform")
 	s.admin("ca", "issue", "--name", "worker", "--key-label", "gridpay-worker-platform")
 	s.run("platform-sim", "seed", "--dsn", s.simDSN, "--customers", "40", "--months", "14", "--seed", "7")
+	s.run("unionpay-sim", "merchant-cert", "--state-dir", filepath.Join(s.dir, "up"), "--out-dir", filepath.Join(s.dir, "merchant"),
+		"--mer-id", "898310048160001", "--log-level", "warn")
 	return s
+}
+
+// startUnionPay starts the UnionPay simulator (100 times faster than real
+// time) with extra flags: the faults of a scenario. Its state survives a
+// restart with other flags.
+func (s *stack) startUnionPay(faults ...string) {
+	s.stop("unionpay-sim")
+	args := append([]string{"serve", "--dsn", s.upDSN, "--state-dir", filepath.Join(s.dir, "up"),
+		"--listen", fmt.Sprintf("127.0.0.1:%d", s.upPort), "--admin-listen", fmt.Sprintf("127.0.0.1:%d", s.upAdmin),
+		"--time-scale", "0.01", "--process-delay", "1s"}, faults...)
+	s.start("unionpay-sim", listening(s.upPort), args...)
 }
 
 func (s *stack) write(path, body string) {

@@ -115,7 +115,9 @@ func runGateway(ctx context.Context, cfg config.Gateway, log *zap.Logger, h hook
 	store := dbStore{db: db}
 	srv := NewServer(Deps{Platform: plat, Verifier: verifier, Bindings: store, Auditor: store, Payments: pays, Log: log}, Options{
 		RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, RequestTimeout: cfg.RequestTimeout, Now: now,
-		PublicURL: cfg.PublicURL, PayLinkSecret: secret, PaymentTiming: workflows.PaymentTiming{PayTimeout: cfg.UnionPay.PayTimeout},
+		PublicURL: cfg.PublicURL, PayLinkSecret: secret, PaymentTiming: workflows.PaymentTiming{PayTimeout: cfg.UnionPay.PayTimeout,
+			QueryFirst: cfg.Payment.QueryFirst, QueryMax: cfg.Payment.QueryMax, Grace: cfg.Payment.Grace,
+			RefundQueryMax: cfg.Payment.RefundQueryMax, PostRetryMax: cfg.Payment.PostRetryMax},
 	})
 	httpSrv := newHTTPServer(srv, serverTLSConfig(serverCert, now), cfg, log)
 	pub := &public{verifier: upVerifier, lookup: storeLookup{db: db}, payments: pays, links: srv.payLinks, audit: srv.audit,

@@ -169,6 +169,7 @@ func (t PaymentTiming) withDefaults() PaymentTiming {
 	set(&t.PostRetryFirst, d.PostRetryFirst)
 	set(&t.PostRetryMax, d.PostRetryMax)
 	set(&t.PostingWindow, d.PostingWindow)
+	t.QueryFirst = min(t.QueryFirst, t.QueryMax)
 	if t.HistoryLimit <= 0 {
 		t.HistoryLimit = d.HistoryLimit
 	}
@@ -1058,6 +1059,9 @@ func (p *payImpl) awaitRefund(ctx workflow.Context) (refundOutcome, error) {
 // Activity options of the saga's steps.
 
 func retry(first, max time.Duration) *temporal.RetryPolicy {
+	// A maximum below the first interval (a short post_retry_max with the
+	// default first retry) is refused by the server: the maximum wins.
+	first = min(first, max)
 	return &temporal.RetryPolicy{
 		InitialInterval: first, BackoffCoefficient: 2, MaximumInterval: max,
 		NonRetryableErrorTypes: []string{
