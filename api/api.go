@@ -124,9 +124,12 @@ type ArrearsSummary struct {
 	Alerts []Alert `json:"alerts"`
 }
 
-// PaymentList is the answer of PathPayments.
+// PaymentList is the answer of PathPayments: the payments the power
+// company received (Items), and GridPay's own online payments with their
+// outcome, refunded and expired ones included (Online), newest first.
 type PaymentList struct {
-	Items []platform.Payment `json:"items"`
+	Items  []platform.Payment `json:"items"`
+	Online []PaymentStatus    `json:"online"`
 }
 
 // PINFailureReport tells the gateway, at the next successful login, about

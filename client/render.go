@@ -341,9 +341,29 @@ func renderArrears(w io.Writer, s api.ArrearsSummary) {
 }
 
 func renderHistory(w io.Writer, l api.PaymentList) {
+	if len(l.Online) > 0 {
+		fmt.Fprintln(w, "Online payments (GridPay, UnionPay):")
+		t := newTable("STARTED", "KEY", ">AMOUNT", "STATUS", "PAYS", "NOTE")
+		for _, p := range l.Online {
+			pays := "prepaid account"
+			if len(p.BillIDs) > 0 {
+				pays = strings.Join(p.BillIDs, ", ")
+			}
+			started := ""
+			if !p.Deadline.IsZero() {
+				started = p.Deadline.In(platform.Shanghai).Format("2006-01-02")
+			}
+			t.add(started, p.Key, p.Amount.Display(), strings.ReplaceAll(p.Status, "_", " "), pays, p.Reason)
+		}
+		t.write(w)
+		fmt.Fprintln(w)
+	}
 	if len(l.Items) == 0 {
 		fmt.Fprintln(w, "No payments in this range.")
 		return
+	}
+	if len(l.Online) > 0 {
+		fmt.Fprintln(w, "Payments received by the power company:")
 	}
 	t := newTable("PAID ON", "REFERENCE", ">AMOUNT", "CHANNEL", "STATUS", "APPLIED TO")
 	var total money.Fen

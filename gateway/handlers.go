@@ -209,7 +209,21 @@ func (s *Server) paymentHistory(w http.ResponseWriter, r *http.Request, p *princ
 		s.foreignData(w, r, "Payments")
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, api.PaymentList{Items: nonNil(items)})
+	online := []api.PaymentStatus{}
+	if s.records != nil {
+		recs, err := s.records.PaymentsForCustomer(r.Context(), p.id.CustomerID)
+		if err != nil {
+			s.log.Error("reading online payments", zap.String("request_id", stateOf(r).id), zap.Error(err))
+			s.fail(w, r, http.StatusServiceUnavailable, api.CodeUnavailable, msgUnavailable)
+			return
+		}
+		for _, rec := range recs {
+			if rec.Status != store.PaymentRejected {
+				online = append(online, onlineOf(rec))
+			}
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, api.PaymentList{Items: nonNil(items), Online: online})
 }
 
 // Limits of a PIN-failure report.

@@ -170,9 +170,31 @@ func statusOf(st workflows.PaymentState) api.PaymentStatus {
 	return out
 }
 
+// PaymentRecords lists a customer's online payments as GridPay recorded
+// them.
+type PaymentRecords interface {
+	PaymentsForCustomer(ctx context.Context, customerID string) ([]store.Payment, error)
+}
+
+// onlineOf renders a payment record for the history.
+func onlineOf(p store.Payment) api.PaymentStatus {
+	st := api.PaymentStatus{Key: p.IdempotencyKey, Status: string(p.Status), Kind: p.Kind, BillIDs: p.BillIDs,
+		Amount: api.Amount(p.Amount), OrderID: p.OrderID, Deadline: p.PayDeadline, Reason: p.Reason, QueryID: p.QueryID,
+		PaidAt: p.PaidAt, PostedAt: p.PostedAt, RefundedAt: p.RefundedAt}
+	switch p.Status {
+	case store.PaymentPosted, store.PaymentRefunded, store.PaymentExpired, store.PaymentRejected:
+		st.Final = true
+	}
+	return st
+}
+
 // storeLookup finds a payment's workflow from its order ID (consume or
 // refund), for the notify endpoint.
 type storeLookup struct{ db *store.DB }
+
+func (l storeLookup) PaymentsForCustomer(ctx context.Context, customerID string) ([]store.Payment, error) {
+	return store.PaymentsForCustomer(ctx, l.db, customerID, 100)
+}
 
 func (l storeLookup) workflowOfOrder(ctx context.Context, orderID string) (string, error) {
 	p, err := store.PaymentByOrderID(ctx, l.db, orderID)

@@ -113,7 +113,7 @@ func runGateway(ctx context.Context, cfg config.Gateway, log *zap.Logger, h hook
 	}
 
 	store := dbStore{db: db}
-	srv := NewServer(Deps{Platform: plat, Verifier: verifier, Bindings: store, Auditor: store, Payments: pays, Log: log}, Options{
+	srv := NewServer(Deps{Platform: plat, Verifier: verifier, Bindings: store, Auditor: store, Payments: pays, Records: storeLookup{db: db}, Log: log}, Options{
 		RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, RequestTimeout: cfg.RequestTimeout, Now: now,
 		PublicURL: cfg.PublicURL, PayLinkSecret: secret, PaymentTiming: workflows.PaymentTiming{PayTimeout: cfg.UnionPay.PayTimeout,
 			QueryFirst: cfg.Payment.QueryFirst, QueryMax: cfg.Payment.QueryMax, Grace: cfg.Payment.Grace,

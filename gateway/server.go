@@ -48,6 +48,8 @@ type Deps struct {
 	Auditor  Auditor
 	// Payments starts and reads payment sagas; nil serves no payments.
 	Payments Payments
+	// Records lists GridPay's own payment records for the history.
+	Records PaymentRecords
 	Log      *zap.Logger
 }
 
@@ -79,6 +81,7 @@ type Server struct {
 	timeout  time.Duration
 
 	payments      Payments
+	records       PaymentRecords
 	payLinks      payLinks
 	paymentTiming workflows.PaymentTiming
 }
@@ -104,6 +107,7 @@ func NewServer(d Deps, o Options) *Server {
 		timeout:  o.RequestTimeout,
 
 		payments:      d.Payments,
+		records:       d.Records,
 		payLinks:      payLinks{base: strings.TrimSuffix(o.PublicURL, "/"), secret: o.PayLinkSecret},
 		paymentTiming: o.PaymentTiming,
 	}
