@@ -35,7 +35,7 @@ import (
 
 // payStack is a stack with payments: the UnionPay simulator, worker,
 // gateway and the platform simulator all running.
-func payStack(t *testing.T) *stack {
+func payStack(t testing.TB) *stack {
 	s := newStack(t)
 	s.startSimulator()
 	s.startUnionPay()

@@ -39,7 +39,7 @@ var programs = map[string]string{
 	"unionpay-sim": "./sim/unionpay/cmd/unionpay-sim",
 }
 
-func build(t *testing.T) string {
+func build(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		root, err := testenv.RepoRoot()
@@ -69,7 +69,7 @@ func build(t *testing.T) string {
 
 // stack is a whole GridPay installation for one test.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	bin, dir string
 	env      []string // SOFTHSM2_CONF for every program
 	config   string   // the server programs' config file
@@ -94,7 +94,7 @@ type proc struct {
 
 // newStack sets up PostgreSQL, the HSM token with the CA, the service
 // certificates and the platform simulator's data, but starts no server.
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	s := &stack{t: t, bin: build(t), dir: t.TempDir(), procs: map[string]*proc{}}
 	var err error
@@ -399,7 +399,7 @@ func (k *usbKey) clientJSON(v any, args ...string) {
 	}
 }
 
-func readFile(t *testing.T, path string) string {
+func readFile(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
