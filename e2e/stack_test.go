@@ -81,7 +81,7 @@ type stack struct {
 	hsmPIN   string
 	module   string
 	// UnionPay simulator and the gateway's public listener.
-	upDSN                        string
+	upDSN                       string
 	upPort, upAdmin, publicPort int
 }
 
