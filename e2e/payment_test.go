@@ -31,6 +31,7 @@ import (
 	"github.com/gridpay/gridpay/protocol"
 	simplatform "github.com/gridpay/gridpay/sim/platform"
 	"github.com/gridpay/gridpay/store"
+	"github.com/gridpay/gridpay/unionpay"
 )
 
 // payStack is a stack with payments: the UnionPay simulator, worker,
@@ -221,7 +222,7 @@ func TestForgedNotifications(t *testing.T) {
 	forged := url.Values{"version": {"5.1.0"}, "encoding": {"UTF-8"}, "signMethod": {"01"}, "txnType": {"01"}, "txnSubType": {"01"},
 		"merId": {"898310048160001"}, "orderId": {o.OrderID}, "txnTime": {time.Now().In(platform.Shanghai).Format("20060102150405")},
 		"txnAmt": {fmt.Sprint(int64(o.Amount))}, "queryId": {"123456789012345678901"}, "respCode": {"00"},
-		"signature": {"Zm9yZ2Vk"}, "signPubKeyCert": {"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"}}
+		"settleDate": {time.Now().In(platform.Shanghai).Format("0102")}, "signature": {"Zm9yZ2Vk"}, "signPubKeyCert": {"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"}}
 	resp, err := http.PostForm(notify, forged)
 	if err != nil {
 		t.Fatal(err)
@@ -230,18 +231,68 @@ func TestForgedNotifications(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("forged notification answered %d", resp.StatusCode)
 	}
+	// Signed with UnionPay's real key, then the amount changed: refused.
+	gwKey, err := unionpay.LoadKeyFile(filepath.Join(s.dir, "up", "gateway-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := func(orderID string) url.Values {
+		f := map[string]string{}
+		for k, v := range forged {
+			f[k] = v[0]
+		}
+		delete(f, "signature")
+		f["orderId"] = orderID
+		f["signPubKeyCert"] = readFile(t, filepath.Join(s.dir, "up", "gateway.pem"))
+		sig, err := unionpay.Sign(context.Background(), gwKey, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f["signature"] = sig
+		v := url.Values{}
+		for k, x := range f {
+			v.Set(k, x)
+		}
+		return v
+	}
+	tampered := signed(o.OrderID)
+	tampered.Set("txnAmt", "1")
+	if code := postNotify(t, notify, tampered); code != http.StatusBadRequest {
+		t.Fatalf("tampered amount answered %d", code)
+	}
+	// Genuinely signed, but for an order GridPay never made: acknowledged,
+	// audited, nothing moves.
+	if code := postNotify(t, notify, signed("GP00000000000000000000000000unknown"[:32])); code != http.StatusOK {
+		t.Fatalf("unknown order answered %d\n%s", code, tail(s.logOf("gateway"), 4))
+	}
+
 	st := k.waitPayment(o.Key, "awaiting_payment", time.Second)
 	if st.PaidAt != nil {
 		t.Fatal("a forged notification marked the payment paid")
 	}
-	var audited int
-	if err := s.db().QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'gateway.refuse' AND detail->>'code' = 'forged_notification'`).Scan(&audited); err != nil {
-		t.Fatal(err)
+	count := func(code string) (n int) {
+		if err := s.db().QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'gateway.refuse' AND detail->>'code' = $1`, code).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	if audited != 1 {
-		t.Fatalf("%d audit entries for the forged notification", audited)
+	if n := count("forged_notification"); n != 2 {
+		t.Fatalf("%d audit entries for the forged notifications, want 2", n)
+	}
+	if n := count("unknown_order"); n != 1 {
+		t.Fatalf("%d audit entries for the unknown order, want 1", n)
 	}
 	s.checkMoney()
+}
+
+func postNotify(t *testing.T, notify string, form url.Values) int {
+	t.Helper()
+	resp, err := http.PostForm(notify, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // The platform is down when the charge arrives: the payment is posted once
