@@ -33,6 +33,9 @@ func (s *uiServer) routes() {
 	m.HandleFunc("GET /bills/{id}", s.withKey(s.bill))
 	m.HandleFunc("GET /bills/{id}/pdf", s.withKey(s.billPDF))
 	m.HandleFunc("GET /history", s.withKey(s.history))
+	m.HandleFunc("GET /pay", s.withKey(s.payPage))
+	m.HandleFunc("POST /pay", s.withKey(s.paySubmit))
+	m.HandleFunc("GET /pay/{key}", s.withKey(s.payStatus))
 	m.HandleFunc("/", s.notFound)
 	s.mux = m
 }

@@ -364,6 +364,8 @@ var pageFiles = map[string][]string{
 	"bills":       {"bills.html"},
 	"bill":        {"bill.html"},
 	"history":     {"history.html"},
+	"pay":         {"pay.html"},
+	"paystatus":   {"paystatus.html"},
 	"error":       {"error.html"},
 }
 

@@ -631,15 +631,16 @@ func TestUIOverview(t *testing.T) {
 		// The critical alert rebuilt in Chinese from its bill.
 		"2026-01 电费账单已逾期", "应缴 ¥133,925.34，其中违约金 ¥1,234.56",
 		"2026-03 电费账单将于 2026-04-15 到期",
-		// Placeholders, not pages, for what payments and loads bring.
-		"随网上支付功能上线", "随圈存功能上线",
+		// The Pay page is in the navigation; the wallet is a placeholder
+		// until loads arrive.
+		`href="/pay"`, "随圈存功能上线",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("overview lacks %q", want)
 		}
 	}
-	if strings.Contains(body, `href="/pay`) || strings.Contains(body, `href="/wallet`) {
-		t.Error("the overview links to pay or wallet pages that do not exist yet")
+	if strings.Contains(body, `href="/wallet`) {
+		t.Error("the overview links to a wallet page that does not exist yet")
 	}
 	// Alerts come first, critical prominent.
 	if i, j := strings.Index(body, "alert-critical"), strings.Index(body, `id="balance-due"`); i < 0 || i > j {
@@ -853,7 +854,7 @@ func TestUIEnglish(t *testing.T) {
 		t.Fatalf("wrong PIN in English:\n%s", body)
 	}
 	body = b.loggedIn()
-	for _, want := range []string{"Overview", "Balance due", "Large industry", "coming with payments", "supply may be suspended", "Log out and lock the key"} {
+	for _, want := range []string{"Overview", "Balance due", "Large industry", "Pay", "supply may be suspended", "Log out and lock the key"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("English overview lacks %q", want)
 		}

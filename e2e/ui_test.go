@@ -219,6 +219,8 @@ func TestWebUIInChromium(t *testing.T) {
 	ctx := newChromium(t)
 	s := newStack(t)
 	s.startSimulator()
+	s.startUnionPay()
+	s.startWorker()
 	s.startGateway()
 	k := s.provision(s.customer("--overdue", "--type", "large_industry"), "key-ui")
 	pin := strings.TrimSpace(readFile(t, k.pinFile))
@@ -334,20 +336,57 @@ func TestWebUIInChromium(t *testing.T) {
 		t.Fatal("an empty history says nothing")
 	}
 
+	// Pay the overdue bill from the window, through UnionPay's pay page in
+	// the same browser, and see it posted.
+	browse(t, ctx, "pay page", chromedp.Click(chromedp.ID("nav-pay")), chromedp.WaitVisible(chromedp.ID("pay-form")))
+	shot.take("09-pay")
+	browse(t, ctx, "sign the payment", chromedp.Click(chromedp.ID("pay-"+overdue.ID)), chromedp.Click(chromedp.ID("pay-submit")),
+		chromedp.WaitVisible(chromedp.ID("pay-open")))
+	attr, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.ID("pay-open"), "href"))
+	if err != nil || !attr.Exists {
+		t.Fatalf("no pay link: %v", err)
+	}
+	payLink := attr.Value
+	statusURL, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot.take("10-pay-awaiting")
+	browse(t, ctx, "UnionPay's pay page", chromedp.Navigate(payLink), chromedp.WaitVisible(chromedp.ID("cardNumber")))
+	shot.take("11-unionpay")
+	browse(t, ctx, "approve at UnionPay", chromedp.SendKeys(chromedp.ID("cardNumber"), "6216261000000000018"),
+		chromedp.Click(chromedp.CSS("button.approve")))
+	// UnionPay sends the browser back to the gateway's public return page.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		loc, err := chromedp.Run(ctx, chromedp.Location())
+		if err == nil && strings.Contains(loc, "/pay/return") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the browser did not come back from UnionPay (at %s, %v)", loc, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	browse(t, ctx, "back from UnionPay", chromedp.WaitVisible(chromedp.CSS("h1")))
+	pctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	browse(t, pctx, "posted", chromedp.Navigate(statusURL), chromedp.WaitVisible(chromedp.CSS(`#pay-state[data-status="posted"]`)))
+	shot.take("12-pay-posted")
+
 	// English.
 	browse(t, ctx, "English", chromedp.Click(chromedp.ID("lang")), chromedp.WaitReady(chromedp.CSS(`html[lang="en"]`)))
 	browse(t, ctx, "overview in English", chromedp.Click(chromedp.ID("nav-overview")), chromedp.WaitVisible(chromedp.ID("balance-due")))
 	if h := pageText(t, ctx, "#balance-due h2"); h != "Balance due" {
 		t.Fatalf("English overview heading %q", h)
 	}
-	shot.take("09-overview-en")
+	shot.take("13-overview-en")
 
 	// Log out: the key is locked again.
 	browse(t, ctx, "log out", chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("ended")))
 	if e := pageText(t, ctx, "#ended"); !strings.Contains(e, "Logged out") {
 		t.Fatalf("after logout: %q", e)
 	}
-	shot.take("10-logged-out")
+	shot.take("14-logged-out")
 	browse(t, ctx, "locked again", chromedp.Navigate(ui.base+"/overview"), chromedp.WaitVisible(chromedp.ID("pin")))
 
 	// The wrong PIN typed in the window reached the gateway's audit log at

@@ -364,8 +364,9 @@ status() {
 	if [ -f "$CLIENT_CONFIG" ]; then
 		echo
 		say "the demo customer's desktop client (USB key \"$DEMO_KEY_LABEL\", PIN in $SECRETS/demo-key.pin):"
-		note "SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf bin/client --config $CLIENT_CONFIG login"
-		note "   ... then: info, bills, arrears, consumption, history   (add --json for data)"
+		note "SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf bin/client --config $CLIENT_CONFIG ui        # the window, in your browser"
+		note "SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf bin/client --config $CLIENT_CONFIG login     # or the command line"
+		note "   ... then: info, bills, arrears, consumption, history, pay --bill ID   (add --json for data)"
 	fi
 }
 
