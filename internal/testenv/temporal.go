@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -54,8 +55,26 @@ type TemporalOptions struct {
 }
 
 // StartTemporal starts the pinned Temporal CLI's dev server and waits until
-// it answers.
+// it answers. The dev server also binds a few ports next to its frontend
+// port; if another process took one meanwhile it exits, so a failed start
+// is retried on another port (three attempts in all), and the last
+// attempt's output is part of the error.
 func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error) {
+	var lastErr error
+	for range 3 {
+		t, err := startTemporalOnce(ctx, opts)
+		if err == nil {
+			return t, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func startTemporalOnce(ctx context.Context, opts TemporalOptions) (*Temporal, error) {
 	cli, err := TemporalCLI()
 	if err != nil {
 		return nil, err
@@ -64,9 +83,10 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	if ns == "" {
 		ns = "default"
 	}
-	out := opts.Log
-	if out == nil {
-		out = io.Discard
+	var captured lockedBuffer
+	var out io.Writer = &captured
+	if opts.Log != nil {
+		out = io.MultiWriter(opts.Log, &captured)
 	}
 	port, err := FreePort()
 	if err != nil {
@@ -84,9 +104,34 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 		Stderr:           out,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("testenv: starting Temporal dev server (%s): %w", cli, err)
+		return nil, fmt.Errorf("testenv: starting Temporal dev server (%s) on port %d: %w\n%s", cli, port, err, captured.tail(2000))
 	}
 	return &Temporal{server: srv}, nil
+}
+
+// lockedBuffer collects a child's output for error messages.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 1<<20 {
+		b.buf = b.buf[len(b.buf)-(1<<19):]
+	}
+	return len(p), nil
+}
+
+func (b *lockedBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.buf) > n {
+		return string(b.buf[len(b.buf)-n:])
+	}
+	return string(b.buf)
 }
 
 // Address is the frontend's host:port.

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"syscall"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -736,9 +737,15 @@ func refusedAt(t *testing.T, e *env, name string, c *platform.Client, reason str
 	if !errors.Is(err, platform.ErrUnavailable) || !platform.Retryable(err) {
 		t.Errorf("%s: %v; want unavailable", name, err)
 	}
+	// Usually the client reads the server's alert; under load it may
+	// instead find the connection already closed when it writes its
+	// request (TLS 1.3 lets it write before it learns of the refusal).
+	// Either way nothing was served; the log check below says why.
 	var op *net.OpError
-	if !errors.As(err, &op) || op.Op != "remote error" || !strings.Contains(op.Err.Error(), "tls:") {
-		t.Errorf("%s: %v is not a TLS alert from the server", name, err)
+	alert := errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "tls:")
+	closed := errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+	if !alert && !closed {
+		t.Errorf("%s: %v is neither a TLS alert from the server nor a closed connection", name, err)
 	}
 	refusals := e.logs.FilterMessage("refused TLS client").All()
 	if len(refusals) <= before {
