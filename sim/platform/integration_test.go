@@ -15,9 +15,9 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"syscall"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
