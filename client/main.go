@@ -81,6 +81,7 @@ environment variables (GRIDPAY_GATEWAY_URL sets gateway_url) and flags.`,
 	pf.String("log-level", "", "log level: debug, info, warn, error")
 	a.root.AddCommand(a.loginCommand(), a.infoCommand(), a.consumptionCommand(), a.billsCommand(), a.arrearsCommand(), a.historyCommand())
 	a.root.AddCommand(a.uiCommand(), a.payCommand())
+	a.root.AddCommand(a.walletCommand(), a.loadCommand(), a.cardCommand())
 	return a
 }
 

@@ -49,6 +49,7 @@ func (a *app) withSession(ctx context.Context, fn func(ctx context.Context, s *s
 	defer gw.Close()
 	s := &session{key: key, id: id, gw: gw}
 	a.reportPINFailures(ctx, s)
+	a.settleOpenLoad(ctx, s)
 	return fn(ctx, s)
 }
 

@@ -90,9 +90,10 @@ type Common struct {
 // Worker is the configuration of the Temporal worker.
 type Worker struct {
 	Common   `mapstructure:",squash"`
-	PKI      PKI      `mapstructure:"pki" json:"pki"`
-	Platform Platform `mapstructure:"platform" json:"platform"`
-	UnionPay UnionPay `mapstructure:"unionpay" json:"unionpay"`
+	PKI      PKI          `mapstructure:"pki" json:"pki"`
+	Platform Platform     `mapstructure:"platform" json:"platform"`
+	UnionPay UnionPay     `mapstructure:"unionpay" json:"unionpay"`
+	Load     LoadSettings `mapstructure:"load" json:"load"`
 	// ShutdownTimeout bounds the graceful stop of running activities.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout" json:"shutdown_timeout"`
 }
@@ -150,6 +151,30 @@ type PaymentTiming struct {
 	PostRetryMax   time.Duration `mapstructure:"post_retry_max" json:"post_retry_max"`
 }
 
+// LoadSettings tune the signed load exchange (patent CN101211451A): prepaid funds
+// onto the USB key's wallet.
+type LoadSettings struct {
+	// SignerKeyLabel is the HSM key that signs load-allow commands and
+	// wallet states (the worker), its services-CA certificate (service
+	// "load") stored under the same label: adminctl ca issue --name load
+	// --key-label gridpay-load-signer.
+	SignerKeyLabel string `mapstructure:"signer_key_label" json:"signer_key_label"`
+	// AllowValidity is how long an allow command is good for: the USB key
+	// refuses it from then on, so a load is settled no later than that
+	// (the gateway passes it to every load).
+	AllowValidity time.Duration `mapstructure:"allow_validity" json:"allow_validity"`
+	// ReceiptGrace is how long past the allow's expiry the load waits for
+	// the receipt before it waits for the key's next contact instead.
+	ReceiptGrace time.Duration `mapstructure:"receipt_grace" json:"receipt_grace"`
+}
+
+// ClientLoad tunes the client's side of loads.
+type ClientLoad struct {
+	// ConfirmTimeout is how long the confirmation prompt waits: no answer
+	// in time is no (the patent's configurable wait).
+	ConfirmTimeout time.Duration `mapstructure:"confirm_timeout" json:"confirm_timeout"`
+}
+
 // Gateway is the configuration of the security server.
 type Gateway struct {
 	Common   `mapstructure:",squash"`
@@ -158,6 +183,8 @@ type Gateway struct {
 	UnionPay UnionPay `mapstructure:"unionpay" json:"unionpay"`
 	// Payment tunes the payment sagas the gateway starts.
 	Payment PaymentTiming `mapstructure:"payment" json:"payment"`
+	// Load tunes the loads the gateway starts.
+	Load LoadSettings `mapstructure:"load" json:"load"`
 	// Listen is the address customers' clients connect to (mutual TLS 1.3).
 	Listen string `mapstructure:"listen" json:"listen"`
 	// PublicListen serves UnionPay's back notifications and the pay links
@@ -213,6 +240,7 @@ type Client struct {
 	MaxPINFailures int `mapstructure:"max_pin_failures" json:"max_pin_failures"`
 	// Timeout bounds one request to the gateway.
 	Timeout time.Duration `mapstructure:"timeout" json:"timeout"`
+	Load    ClientLoad    `mapstructure:"load" json:"load"`
 }
 
 // Admin is the configuration of adminctl.
@@ -265,7 +293,11 @@ func defaultPKI() PKI {
 func DefaultWorker() Worker {
 	p := defaultPlatform()
 	p.ClientKeyLabel = "gridpay-worker-platform"
-	return Worker{Common: defaultCommon(), PKI: defaultPKI(), Platform: p, UnionPay: defaultUnionPay(), ShutdownTimeout: 30 * time.Second}
+	return Worker{Common: defaultCommon(), PKI: defaultPKI(), Platform: p, UnionPay: defaultUnionPay(), Load: defaultLoad(), ShutdownTimeout: 30 * time.Second}
+}
+
+func defaultLoad() LoadSettings {
+	return LoadSettings{SignerKeyLabel: "gridpay-load-signer", AllowValidity: 2 * time.Minute, ReceiptGrace: 30 * time.Second}
 }
 
 func defaultUnionPay() UnionPay {
@@ -302,6 +334,7 @@ func DefaultGateway() Gateway {
 		PKI:             defaultPKI(),
 		Platform:        defaultPlatform(),
 		UnionPay:        defaultUnionPay(),
+		Load:            defaultLoad(),
 		Listen:          "127.0.0.1:8443",
 		PublicListen:    "127.0.0.1:8444",
 		PublicURL:       "http://127.0.0.1:8444",
@@ -330,6 +363,7 @@ func DefaultClient() Client {
 		StateDir:       "~/.local/state/gridpay",
 		MaxPINFailures: 5,
 		Timeout:        30 * time.Second,
+		Load:           ClientLoad{ConfirmTimeout: 30 * time.Second},
 	}
 }
 

@@ -152,6 +152,7 @@ func (w Worker) Validate() error {
 	w.PKI.check(&c, "pki")
 	w.Platform.check(&c, "platform")
 	w.UnionPay.check(&c, "unionpay", true)
+	c.required("load.signer_key_label", w.Load.SignerKeyLabel)
 	c.positive("shutdown_timeout", w.ShutdownTimeout)
 	return c.err()
 }
@@ -208,7 +209,15 @@ func (g Gateway) Validate() error {
 	c.positive("idle_timeout", g.IdleTimeout)
 	c.positive("crl_refresh", g.CRLRefresh)
 	c.positive("shutdown_timeout", g.ShutdownTimeout)
+	g.Load.check(&c, "load")
 	return c.err()
+}
+
+func (l LoadSettings) check(c *checker, prefix string) {
+	c.positive(prefix+".allow_validity", l.AllowValidity)
+	if l.ReceiptGrace < 0 {
+		c.add(prefix+".receipt_grace", "must not be negative, got %s", l.ReceiptGrace)
+	}
 }
 
 // Validate checks the client configuration.
@@ -226,6 +235,7 @@ func (cl Client) Validate() error {
 		c.add("max_pin_failures", "must be between 1 and 15, got %d", cl.MaxPINFailures)
 	}
 	c.positive("timeout", cl.Timeout)
+	c.positive("load.confirm_timeout", cl.Load.ConfirmTimeout)
 	return c.err()
 }
 

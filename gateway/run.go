@@ -97,6 +97,7 @@ func runGateway(ctx context.Context, cfg config.Gateway, log *zap.Logger, h hook
 		return err
 	}
 	var pays Payments = h.payments
+	var loads Loads
 	signal := func(context.Context, string, unionpay.Notification) error {
 		return errors.New("no Temporal connection")
 	}
@@ -107,6 +108,7 @@ func runGateway(ctx context.Context, cfg config.Gateway, log *zap.Logger, h hook
 		}
 		defer tc.Close()
 		pays = temporalPayments{tc: tc, taskQueue: cfg.Temporal.TaskQueue}
+		loads = temporalLoads{tc: tc, taskQueue: cfg.Temporal.TaskQueue}
 		signal = func(ctx context.Context, workflowID string, n unionpay.Notification) error {
 			return tc.SignalWorkflow(ctx, workflowID, "", workflows.SignalNotification, n)
 		}
@@ -119,6 +121,9 @@ func runGateway(ctx context.Context, cfg config.Gateway, log *zap.Logger, h hook
 			QueryFirst: cfg.Payment.QueryFirst, QueryMax: cfg.Payment.QueryMax, Grace: cfg.Payment.Grace,
 			RefundQueryMax: cfg.Payment.RefundQueryMax, PostRetryMax: cfg.Payment.PostRetryMax},
 	})
+	if loads != nil {
+		srv.EnableLoads(loads, loadRecordsOf(db), workflows.LoadTiming{AllowValidity: cfg.Load.AllowValidity, ReceiptGrace: cfg.Load.ReceiptGrace})
+	}
 	httpSrv := newHTTPServer(srv, serverTLSConfig(serverCert, now), cfg, log)
 	pub := &public{verifier: upVerifier, lookup: storeLookup{db: db}, payments: pays, links: srv.payLinks, audit: srv.audit,
 		log: log.Named("public"), signal: signal}

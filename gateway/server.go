@@ -50,7 +50,7 @@ type Deps struct {
 	Payments Payments
 	// Records lists GridPay's own payment records for the history.
 	Records PaymentRecords
-	Log      *zap.Logger
+	Log     *zap.Logger
 }
 
 // Options tune the server; config.Gateway carries the same values.
@@ -82,6 +82,7 @@ type Server struct {
 
 	payments      Payments
 	records       PaymentRecords
+	loads         *loadBackend // nil: no load API (EnableLoads)
 	payLinks      payLinks
 	paymentTiming workflows.PaymentTiming
 }
@@ -283,6 +284,8 @@ var routes = map[string][]route{
 		{method: http.MethodPost, handle: (*Server).startPayment},
 	},
 	api.PathPINFailures: {{method: http.MethodPost, handle: (*Server).pinFailures}},
+	api.PathLoads:       {{method: http.MethodPost, handle: (*Server).startLoad}},
+	api.PathLoadReports: {{method: http.MethodPost, handle: (*Server).loadReport}},
 }
 
 // Routes with a parameter in the path: api.PathBill + {id} and

@@ -252,12 +252,14 @@ demo_payment() {
 }
 
 # issue_service_certs gives the gateway its TLS server certificate and the
-# gateway and worker their client certificates for the platform; keys in the HSM.
+# gateway and worker their client certificates for the platform, and the
+# worker the key that signs load-allow commands; keys in the HSM.
 issue_service_certs() {
-	say "service certificates: gateway TLS, gateway and worker platform clients (kept while current)"
+	say "service certificates: gateway TLS, gateway and worker platform clients, load signer (kept while current)"
 	"$BIN/adminctl" --config "$CONFIG" ca issue --server --name gateway --dns localhost --ip 127.0.0.1 --key-label gridpay-gateway-tls >/dev/null
 	"$BIN/adminctl" --config "$CONFIG" ca issue --name gateway --key-label gridpay-gateway-platform >/dev/null
 	"$BIN/adminctl" --config "$CONFIG" ca issue --name worker --key-label gridpay-worker-platform >/dev/null
+	"$BIN/adminctl" --config "$CONFIG" ca issue --name load --key-label gridpay-load-signer >/dev/null
 }
 
 start_gateway() {
@@ -367,6 +369,7 @@ status() {
 		note "SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf bin/client --config $CLIENT_CONFIG ui        # the window, in your browser"
 		note "SOFTHSM2_CONF=$SOFTHSM_DIR/softhsm2.conf bin/client --config $CLIENT_CONFIG login     # or the command line"
 		note "   ... then: info, bills, arrears, consumption, history, pay --bill ID   (add --json for data)"
+		note "   ... and the wallet on the key: pay --prepay 500.00, then load --amount 200.00, wallet"
 	fi
 }
 

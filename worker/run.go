@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -61,12 +62,17 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	loadSigner := &activities.KeyLoadSigner{Keys: ca.Keys(), Label: cfg.Load.SignerKeyLabel, Intermediates: []*x509.Certificate{ca.Services.Cert}}
+	if _, _, err := loadSigner.LoadSigner(ctx); err != nil {
+		log.Warn("loads cannot be signed until the load signer key is issued", zap.Error(err))
+	}
 	w := worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: cfg.ShutdownTimeout})
 	register(w, &activities.CA{Publisher: ca},
 		&activities.Binding{CA: ca, Platform: plat, Chain: [][]byte{ca.Customer.Cert.Raw, ca.Root.Cert.Raw}},
 		&activities.Tokens{Temporal: tc},
 		&activities.Payments{Records: store.Payments{DB: db}, Gateway: up, Platform: plat,
-			FrontURL: cfg.UnionPay.ReturnURL, BackURL: cfg.UnionPay.NotifyURL})
+			FrontURL: cfg.UnionPay.ReturnURL, BackURL: cfg.UnionPay.NotifyURL},
+		&activities.Loads{Records: store.Loads{DB: db}, Platform: plat, Signer: loadSigner})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}
@@ -79,12 +85,13 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
 }
 
 // register puts every workflow and activity on the worker.
-func register(w worker.Registry, ca *activities.CA, binding *activities.Binding, tokens *activities.Tokens, payments *activities.Payments) {
+func register(w worker.Registry, ca *activities.CA, binding *activities.Binding, tokens *activities.Tokens, payments *activities.Payments,
+	loads *activities.Loads) {
 	for _, wf := range []any{workflows.PublishCRLs, workflows.Bind, workflows.Unbind,
-		workflows.Pay, workflows.RecoverPayment, workflows.Reconcile} {
+		workflows.Pay, workflows.RecoverPayment, workflows.Reconcile, workflows.Load} {
 		w.RegisterWorkflow(wf)
 	}
-	for _, a := range []any{ca, binding, tokens, payments} {
+	for _, a := range []any{ca, binding, tokens, payments, loads} {
 		w.RegisterActivity(a)
 	}
 }

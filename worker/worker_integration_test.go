@@ -4,8 +4,8 @@ package main
 
 import (
 	"context"
-	"path/filepath"
 	"crypto/x509"
+	"path/filepath"
 	"testing"
 	"time"
 

@@ -9,13 +9,16 @@ import (
 
 // Every workflow replays its recorded histories (testdata/*.json, written by
 // the integration tests with GRIDPAY_RECORD_HISTORY=1: worker/ for
-// publish_crls, e2e/ for bind and unbind): a change to a
+// publish_crls, e2e/ for bind and unbind, workflows/ for the loads): a change to a
 // workflow's code that would break runs in flight fails here.
 func TestReplayRecordedHistories(t *testing.T) {
 	files := map[string]any{
 		"publish_crls.json": PublishCRLs,
 		"bind.json":         Bind,
 		"unbind.json":       Unbind,
+		"load.json":         Load,
+		"load_refund.json":  Load,
+		"load_contact.json": Load,
 	}
 	for file, wf := range files {
 		t.Run(file, func(t *testing.T) {
