@@ -7,6 +7,7 @@ import "time"
 // key. The three messages are protocol.LoadRequest, protocol.LoadAllow and
 // protocol.LoadReport; the API carries them as signed bytes.
 //
+//	GET  PathLoads        → LoadList                         the customer's loads as GridPay recorded them
 //	POST PathLoads        LoadRequest → LoadAllow            the key's signed request; the HSM-signed allow
 //	POST PathLoadReports  LoadReport  → LoadReportAnswer     the key's receipt, error report, or (at the start
 //	                                                         of every session) its wallet's state
@@ -15,7 +16,7 @@ import "time"
 // session of the client sends a state report first, so that a load whose
 // receipt never arrived is settled by the key's sequence number.
 const (
-	PathLoads       = Version + "/loads"        // POST LoadRequest → LoadAllow
+	PathLoads       = Version + "/loads"        // GET → LoadList; POST LoadRequest → LoadAllow
 	PathLoadReports = Version + "/load-reports" // POST LoadReport → LoadReportAnswer
 )
 
@@ -90,4 +91,26 @@ type WalletRecord struct {
 	Sequence uint64 `json:"sequence"`
 	LoadID   string `json:"load_id"`
 	Balance  Amount `json:"balance"`
+}
+
+// LoadList is the answer of GET PathLoads: the customer's loads (every key
+// of the customer's), newest first, at most 100.
+type LoadList struct {
+	Items []LoadRecord `json:"items"`
+}
+
+// LoadRecord is one load as GridPay recorded it. Status is the record's:
+// verified, debited, allowed (the allow is out, the key's word awaited),
+// confirmed, refunded, rejected.
+type LoadRecord struct {
+	LoadID      string     `json:"load_id"`
+	TokenSerial string     `json:"token_serial"`
+	Sequence    uint64     `json:"sequence"`
+	Amount      Amount     `json:"amount"`
+	Status      string     `json:"status"`
+	ConfirmedBy string     `json:"confirmed_by,omitempty"` // receipt, contact or operator
+	Reason      string     `json:"reason,omitempty"`
+	Created     time.Time  `json:"created"`
+	Expires     *time.Time `json:"expires,omitempty"`
+	Settled     *time.Time `json:"settled,omitempty"` // when confirmed or refunded
 }

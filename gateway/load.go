@@ -37,6 +37,7 @@ type LoadRecords interface {
 	OpenLoads(ctx context.Context, tokenSerial string) ([]store.Load, error)
 	LoadByWorkflowID(ctx context.Context, workflowID string) (store.Load, error)
 	LastConfirmedLoad(ctx context.Context, tokenSerial string) (store.Load, error)
+	LoadsForCustomer(ctx context.Context, customerID string) ([]store.Load, error)
 }
 
 // loadRecordsOf is the load records in GridPay's database.
@@ -228,6 +229,34 @@ func (s *Server) loadReport(w http.ResponseWriter, r *http.Request, p *principal
 		s.log.Warn("reading the key's last load", zap.String("request_id", stateOf(r).id), zap.Error(err))
 	}
 	s.writeJSON(w, r, http.StatusOK, answer)
+}
+
+// loadHistory answers the authenticated customer's loads (GET
+// api.PathLoads), those of every key the customer has had.
+func (s *Server) loadHistory(w http.ResponseWriter, r *http.Request, p *principal, _ string) {
+	b, ok := s.loadBackend(w, r)
+	if !ok {
+		return
+	}
+	recs, err := b.records.LoadsForCustomer(r.Context(), p.id.CustomerID)
+	if err != nil {
+		s.log.Error("listing the customer's loads", zap.String("request_id", stateOf(r).id), zap.Error(err))
+		s.fail(w, r, http.StatusServiceUnavailable, api.CodeUnavailable, msgUnavailable)
+		return
+	}
+	list := api.LoadList{Items: make([]api.LoadRecord, 0, len(recs))}
+	for _, l := range recs {
+		item := api.LoadRecord{LoadID: l.LoadID, TokenSerial: l.TokenSerial, Sequence: l.Sequence, Amount: money.Fen(l.Amount),
+			Status: string(l.Status), ConfirmedBy: l.ConfirmedBy, Reason: l.Reason, Created: l.CreatedAt, Expires: l.AllowExpiresAt}
+		switch {
+		case l.ConfirmedAt != nil:
+			item.Settled = l.ConfirmedAt
+		case l.RefundedAt != nil:
+			item.Settled = l.RefundedAt
+		}
+		list.Items = append(list.Items, item)
+	}
+	s.writeJSON(w, r, http.StatusOK, list)
 }
 
 // loadStatusOf renders a load's record.

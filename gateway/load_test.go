@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -88,6 +89,17 @@ func (f fakeLoadRecords) LastConfirmedLoad(_ context.Context, token string) (sto
 		return store.Load{}, store.ErrNotFound
 	}
 	return *best, nil
+}
+
+func (f fakeLoadRecords) LoadsForCustomer(_ context.Context, customer string) ([]store.Load, error) {
+	var out []store.Load
+	for _, l := range f.loads {
+		if l.CustomerID == customer {
+			out = append(out, l)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	return out, nil
 }
 
 type loadEnv struct {
@@ -205,7 +217,7 @@ func TestStartLoadRefusals(t *testing.T) {
 	big := make([]byte, api.MaxBodyBytes+10)
 	w := e.do(http.MethodPost, api.PathLoads, big, e.alice)
 	wantError(t, w, http.StatusRequestEntityTooLarge, api.CodePayloadTooLarge)
-	w = e.get(api.PathLoads, e.alice)
+	w = e.do(http.MethodPut, api.PathLoads, nil, e.alice)
 	wantError(t, w, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed)
 
 	// What the saga refuses, mapped to codes.
@@ -282,5 +294,29 @@ func TestLoadsNotEnabled(t *testing.T) {
 	wantError(t, w, http.StatusServiceUnavailable, api.CodeUnavailable)
 	if !strings.Contains(w.Body.String(), "not available") {
 		t.Fatal(w.Body.String())
+	}
+}
+
+func TestLoadHistory(t *testing.T) {
+	e := newLoadEnv(t)
+	at := fakeToday.UTC()
+	confirmed, refunded := at.Add(time.Minute), at.Add(3*time.Minute)
+	e.recs.loads["a"] = store.Load{LoadID: protocol.LoadID(aliceToken, 1), CustomerID: "C1001", TokenSerial: aliceToken, Sequence: 1, Amount: 300_00,
+		Status: store.LoadConfirmed, ConfirmedBy: store.ConfirmedByReceipt, ConfirmedAt: &confirmed, CreatedAt: at}
+	e.recs.loads["b"] = store.Load{LoadID: protocol.LoadID(aliceToken, 2), CustomerID: "C1001", TokenSerial: aliceToken, Sequence: 2, Amount: 50_00,
+		Status: store.LoadRefunded, Reason: "the USB key refused the load", RefundedAt: &refunded, CreatedAt: at.Add(2 * time.Minute)}
+	e.recs.loads["c"] = store.Load{LoadID: "someone-else", CustomerID: "C2002", TokenSerial: "other", Sequence: 1, Amount: 1, Status: store.LoadConfirmed, CreatedAt: at}
+	w := e.do(http.MethodGet, api.PathLoads, nil, e.alice)
+	wantOK(t, w)
+	got := decode[api.LoadList](t, w)
+	if len(got.Items) != 2 {
+		t.Fatalf("loads %+v, want alice's two", got.Items)
+	}
+	newest, oldest := got.Items[0], got.Items[1]
+	if newest.Sequence != 2 || newest.Status != "refunded" || newest.Reason == "" || newest.Settled == nil || !newest.Settled.Equal(refunded) || newest.Amount != 50_00 {
+		t.Errorf("newest %+v", newest)
+	}
+	if oldest.Sequence != 1 || oldest.Status != "confirmed" || oldest.ConfirmedBy != "receipt" || oldest.Settled == nil || !oldest.Settled.Equal(confirmed) {
+		t.Errorf("oldest %+v", oldest)
 	}
 }

@@ -284,7 +284,10 @@ var routes = map[string][]route{
 		{method: http.MethodPost, handle: (*Server).startPayment},
 	},
 	api.PathPINFailures: {{method: http.MethodPost, handle: (*Server).pinFailures}},
-	api.PathLoads:       {{method: http.MethodPost, handle: (*Server).startLoad}},
+	api.PathLoads: {
+		{method: http.MethodGet, handle: (*Server).loadHistory},
+		{method: http.MethodPost, handle: (*Server).startLoad},
+	},
 	api.PathLoadReports: {{method: http.MethodPost, handle: (*Server).loadReport}},
 }
 
