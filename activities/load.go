@@ -624,7 +624,7 @@ func (a *Loads) VerifyReport(ctx context.Context, req ReportCheck) (VerifiedRepo
 
 // ConfirmRequest records how a load was confirmed.
 type ConfirmRequest struct {
-	By           string `json:"by"` // store.ConfirmedByReceipt or store.ConfirmedByContact
+	By           string `json:"by"` // store.ConfirmedByReceipt, ConfirmedByContact or ConfirmedByOperator
 	ReportSHA256 []byte `json:"report_sha256,omitempty"`
 }
 
@@ -743,4 +743,21 @@ func (k *KeyLoadSigner) service() string {
 func publicKeysEqual(a, b crypto.PublicKey) bool {
 	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ea.Equal(b)
+}
+
+// OperatorNote is an operator's settlement of a load, for the audit log.
+type OperatorNote struct {
+	CustomerID  string `json:"customer_id"`
+	TokenSerial string `json:"token_serial"`
+	Outcome     string `json:"outcome"`
+	Operator    string `json:"operator"`
+	Reason      string `json:"reason"`
+}
+
+// NoteOperatorSettlement audits an operator's settlement of the load
+// before the money moves; the operator is the actor.
+func (a *Loads) NoteOperatorSettlement(ctx context.Context, n OperatorNote) error {
+	return a.Records.Audit(ctx, store.AuditRecord{Actor: n.Operator, Action: "load.operator_settle",
+		Subject: activity.GetInfo(ctx).WorkflowExecution.ID, Outcome: store.OutcomeOK,
+		Detail: map[string]any{"customer_id": n.CustomerID, "token_serial": n.TokenSerial, "outcome": n.Outcome, "reason": n.Reason}})
 }

@@ -58,7 +58,7 @@ secrets (the HSM PIN, the database password) only from files or the environment.
 	pin := &cobra.Command{Use: "pin", Short: "USB key PINs", Args: noArgs}
 	pin.AddCommand(a.pinResetCommand())
 	a.root.AddCommand(a.dbCommand(), a.caCommand(), a.auditCommand(), a.tokensCommand(), a.configCommand(), a.devCommand(),
-		a.bindCommand(), a.unbindCommand(), a.reissueCommand(), a.bindingsCommand(), a.temporalCommand(), pin)
+		a.bindCommand(), a.unbindCommand(), a.reissueCommand(), a.bindingsCommand(), a.loadsCommand(), a.temporalCommand(), pin)
 	return a
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gridpay/gridpay/api"
 	"github.com/gridpay/gridpay/hsm"
+	"github.com/gridpay/gridpay/internal/cli"
 	"github.com/gridpay/gridpay/internal/provision"
 	"github.com/gridpay/gridpay/money"
 	"github.com/gridpay/gridpay/pki"
@@ -446,6 +447,52 @@ func TestLoadEndToEnd(t *testing.T) {
 	// A last load after all of it goes through.
 	if out, r = k.load("1.00", ""); r.code != 0 || out.Status != "confirmed" || out.Balance != c.WalletBalance+money.Yuan(1) {
 		t.Fatalf("last load: %s", r)
+	}
+	s.checkLoadMoney(true)
+
+	// The key is lost with a load's allow out and unapplied: nothing can
+	// settle it but an operator, once the allow has expired.
+	if _, r = k.load("30.00", "drop-allow"); r.code == 0 {
+		t.Fatalf("dropped allow: %s", r)
+	}
+	lost := protocol.LoadID(kc.token.Info().Serial, out.Sequence+1)
+	s.waitLoad(lost, store.LoadAllowed, 5*time.Second)
+	settle := func(args ...string) result {
+		return s.exec(nil, "adminctl", append([]string{"--config", s.config, "loads", "settle", lost}, args...)...)
+	}
+	const why = "key reported lost; meter card shows no transfer"
+	if r := settle("--refund", "--reason", why); r.code != cli.ExitConflict || !strings.Contains(r.err, "still bound") {
+		t.Fatalf("settling a bound key's load: %s", r)
+	}
+	s.admin("unbind", "--token-serial", kc.token.Info().Serial, "--reason", "lost")
+	if r := settle("--refund", "--reason", "lost"); r.code != cli.ExitUsage {
+		t.Fatalf("settling without a real reason: %s", r)
+	}
+	time.Sleep(allowValidity + 2*time.Second) // past the expiry and the grace: awaiting the key's contact
+	var open []struct {
+		LoadID string `json:"load_id"`
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(s.admin("loads", "list", "--open", "--customer", customer, "--json").out), &open); err != nil ||
+		len(open) != 1 || open[0].LoadID != lost || open[0].Status != "allowed" {
+		t.Fatalf("open loads %+v %v", open, err)
+	}
+	if r := s.admin("loads", "show", lost); !strings.Contains(r.out, "workflow: awaiting-contact; the key was unbound") {
+		t.Fatalf("loads show: %s", r)
+	}
+	if r := settle("--refund", "--reason", why, "--json"); r.code != 0 || !strings.Contains(r.out, `"status": "refunded"`) {
+		t.Fatalf("settle: %s", r)
+	}
+	if l := s.waitLoad(lost, store.LoadRefunded, time.Second); !strings.Contains(l.Reason, why) {
+		t.Fatalf("refund reason %q", l.Reason)
+	}
+	if r := settle("--confirm", "--reason", why); r.code != cli.ExitConflict {
+		t.Fatalf("settling a settled load again: %s", r)
+	}
+	var settler string
+	if err := s.db().QueryRow(context.Background(), `SELECT actor FROM audit_log WHERE action = 'load.operator_settle' AND detail->>'reason' = $1`,
+		why).Scan(&settler); err != nil || !strings.HasPrefix(settler, "adminctl:") {
+		t.Fatalf("the settlement is not audited with the operator: %q %v", settler, err)
 	}
 	s.checkLoadMoney(true)
 }

@@ -49,6 +49,9 @@ func (s LoadStatus) Open() bool { return s == LoadVerified || s == LoadDebited |
 const (
 	ConfirmedByReceipt = "receipt" // the key's execution receipt
 	ConfirmedByContact = "contact" // the key's next contact showed its sequence advanced
+	// ConfirmedByOperator: an operator settled the load of an unbound key
+	// on evidence outside the system (audited with the reason).
+	ConfirmedByOperator = "operator"
 )
 
 // nextLoadStatuses is the transition table of loads.
@@ -314,10 +317,11 @@ func MarkLoadAllowed(ctx context.Context, q Querier, workflowID string, a LoadAl
 }
 
 // MarkLoadConfirmed records that the wallet took an allowed load: by the
-// key's receipt or its next contact. Again is a no-op.
+// key's receipt or its next contact, or (for an unbound key) an operator.
+// Again is a no-op.
 func MarkLoadConfirmed(ctx context.Context, q Querier, workflowID, by string, reportSHA256 []byte, at time.Time, actor string) (_ Load, err error) {
 	defer derrors.Wrap(&err, "store.MarkLoadConfirmed(ctx, %q)", workflowID)
-	if by != ConfirmedByReceipt && by != ConfirmedByContact || at.IsZero() {
+	if by != ConfirmedByReceipt && by != ConfirmedByContact && by != ConfirmedByOperator || at.IsZero() {
 		return Load{}, fmt.Errorf("%w: confirmed by %q", ErrInvalid, by)
 	}
 	var report any
@@ -441,6 +445,25 @@ func LoadsForCustomer(ctx context.Context, q Querier, customerID string, limit i
 		limit = 100
 	}
 	return listLoads(ctx, q, `WHERE customer_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`, customerID, limit)
+}
+
+// LoadFilter selects loads for operators; empty fields select all.
+type LoadFilter struct {
+	CustomerID  string
+	TokenSerial string
+	OpenOnly    bool // verified, debited or allowed: not settled yet
+	Limit       int  // 0: 100
+}
+
+// ListLoads lists the loads a filter selects, newest first.
+func ListLoads(ctx context.Context, q Querier, f LoadFilter) (_ []Load, err error) {
+	defer derrors.Wrap(&err, "store.ListLoads(ctx, %+v)", f)
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	return listLoads(ctx, q, `WHERE ($1 = '' OR customer_id = $1) AND ($2 = '' OR token_serial = $2)
+		AND (NOT $3 OR status IN ('verified', 'debited', 'allowed')) ORDER BY created_at DESC, id DESC LIMIT $4`,
+		f.CustomerID, f.TokenSerial, f.OpenOnly, f.Limit)
 }
 
 func listLoads(ctx context.Context, q Querier, where string, args ...any) ([]Load, error) {

@@ -267,3 +267,61 @@ func TestLoadOneInFlightPerKey(t *testing.T) {
 		t.Fatalf("%d created, %d pending", ok, pending)
 	}
 }
+
+// An operator's confirmation (a lost key's load) is recorded as such, and
+// ListLoads finds the open loads operators look for.
+func TestLoadOperatorConfirmationAndList(t *testing.T) {
+	ctx := testContext(t)
+	db := migratedDB(t)
+	allowed := func(nl NewLoad) Load {
+		t.Helper()
+		l, err := CreateLoad(ctx, db, nl, "wf")
+		if err == nil {
+			l, err = MarkLoadDebited(ctx, db, nl.WorkflowID, nl.LoadID, loadAt, "wf")
+		}
+		if err == nil {
+			l, err = MarkLoadAllowed(ctx, db, nl.WorkflowID, allowRec(l), "wf")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a, b := allowed(newLoad("TOK-A", 1)), allowed(newLoad("TOK-B", 1))
+	other := newLoad("TOK-C", 1)
+	other.CustomerID = "C200"
+	allowed(other)
+	if _, err := MarkLoadConfirmed(ctx, db, a.WorkflowID, "guess", nil, loadAt, "ops"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("confirmed by a guess: %v", err)
+	}
+	l, err := MarkLoadConfirmed(ctx, db, a.WorkflowID, ConfirmedByOperator, nil, loadAt.Add(time.Hour), "wf")
+	if err != nil || l.Status != LoadConfirmed || l.ConfirmedBy != ConfirmedByOperator {
+		t.Fatalf("operator confirmation: %+v %v", l, err)
+	}
+	for _, c := range []struct {
+		f    LoadFilter
+		want []string
+	}{
+		{LoadFilter{}, []string{"load-TOK-C-1", "load-TOK-B-1", "load-TOK-A-1"}},
+		{LoadFilter{CustomerID: "C100"}, []string{"load-TOK-B-1", "load-TOK-A-1"}},
+		{LoadFilter{CustomerID: "C100", OpenOnly: true}, []string{b.LoadID}},
+		{LoadFilter{TokenSerial: "TOK-A"}, []string{a.LoadID}},
+		{LoadFilter{TokenSerial: "TOK-A", OpenOnly: true}, nil},
+		{LoadFilter{Limit: 1}, []string{"load-TOK-C-1"}},
+	} {
+		got, err := ListLoads(ctx, db, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, l := range got {
+			ids = append(ids, l.LoadID)
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(c.want) {
+			t.Errorf("ListLoads(%+v) = %v, want %v", c.f, ids, c.want)
+		}
+	}
+	if v := checkLoads(t, db); len(v) != 2 {
+		t.Fatalf("violations %v: want the two loads still open", v)
+	}
+}

@@ -21,6 +21,10 @@ package workflows
 //	Update    UpdateReport "report" (ReportInput) → LoadOutcome: a token-signed load report the gateway
 //	          received (receipt, error report, or state report at the start of a session). An activity
 //	          verifies it (a bad one fails the update, audited); the answer says where the load stands.
+//	Update    UpdateOperatorSettle "operator-settle" (OperatorSettlement) → LoadOutcome: an operator settles
+//	          a load the key can no longer settle (see "Token unbound" below). Accepted only while the load
+//	          awaits the key's contact, its allow has expired and its key is unbound; audited with the
+//	          operator's name and reason (adminctl loads settle).
 //	Query     QueryStatus "status" → LoadState.
 //	Signal    SignalTokenUnbound "token-unbound" (string), from the unbinding saga.
 //	Activities &activities.Loads{Records: store.Loads{DB: db}, Platform: <platform client>,
@@ -54,7 +58,11 @@ package workflows
 //
 // Token unbound: before the debit the load is rejected, nothing moved; after the debit and before the
 // allow exists it is refunded; once the allow is out, money is moving and the load carries on to its
-// outcome (the unbinding is recorded, audited and shown in the status).
+// outcome (the unbinding is recorded, audited and shown in the status). An unbound key cannot reach
+// the gateway any more, so a load that ends up awaiting its contact would wait for ever: once its allow
+// has expired an operator settles it (UpdateOperatorSettle) on evidence from outside the system: the
+// key read at the desk, the meter card's records. Refunding is safe then (the key refuses an expired
+// allow); confirming says the money is on the lost key.
 
 import (
 	"bytes"
@@ -62,6 +70,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -78,8 +87,9 @@ var loads *activities.Loads
 // Names of the load workflow's updates (QueryStatus and SignalTokenUnbound
 // are shared with the payment saga).
 const (
-	UpdateAllow  = "allow"
-	UpdateReport = "report"
+	UpdateAllow          = "allow"
+	UpdateReport         = "report"
+	UpdateOperatorSettle = "operator-settle"
 )
 
 // Statuses of a load workflow besides the store's.
@@ -219,6 +229,32 @@ type ReportInput struct {
 	Signature   []byte `json:"signature"`
 }
 
+// Outcomes an operator can decide (OperatorSettlement.Outcome).
+const (
+	SettleConfirm = "confirm" // the wallet took the load: the money is on the key
+	SettleRefund  = "refund"  // the wallet did not take it: credit the prepaid account back
+)
+
+// OperatorSettlement is the argument of UpdateOperatorSettle.
+type OperatorSettlement struct {
+	Outcome  string `json:"outcome"`  // SettleConfirm or SettleRefund
+	Operator string `json:"operator"` // who decided, for the audit log
+	Reason   string `json:"reason"`   // the evidence, for the audit log and the customer
+}
+
+// Validate checks the form of a settlement.
+func (o OperatorSettlement) Validate() error {
+	switch {
+	case o.Outcome != SettleConfirm && o.Outcome != SettleRefund:
+		return fmt.Errorf("outcome %q is neither %q nor %q", o.Outcome, SettleConfirm, SettleRefund)
+	case strings.TrimSpace(o.Operator) == "":
+		return errors.New("the operator must be named")
+	case len(strings.TrimSpace(o.Reason)) < 10 || len(o.Reason) > 500:
+		return errors.New("the reason must say what the decision rests on (10 to 500 characters)")
+	}
+	return nil
+}
+
 // LoadOutcome is where a load stands: the answer of UpdateReport.
 type LoadOutcome struct {
 	WorkflowID string     `json:"workflow_id"`
@@ -244,7 +280,8 @@ type LoadState struct {
 	WalletBalance money.Fen  `json:"wallet_balance"`
 	NewBalance    money.Fen  `json:"new_balance,omitempty"`
 	Expires       *time.Time `json:"expires,omitempty"`
-	// ConfirmedBy is store.ConfirmedByReceipt or store.ConfirmedByContact.
+	// ConfirmedBy is store.ConfirmedByReceipt, ConfirmedByContact or
+	// ConfirmedByOperator.
 	ConfirmedBy string `json:"confirmed_by,omitempty"`
 	// Reason says why the load was rejected or refunded.
 	Reason    string `json:"reason,omitempty"`
@@ -306,6 +343,9 @@ type loadImpl struct {
 	notAppliedWhy string
 
 	noting bool
+
+	// operator is an operator's settlement the main loop has yet to take.
+	operator *OperatorSettlement
 }
 
 func (l *loadImpl) setup(ctx workflow.Context) error {
@@ -339,6 +379,12 @@ func (l *loadImpl) setup(ctx workflow.Context) error {
 			}
 			return temporal.NewNonRetryableApplicationError(why, activities.ErrTypeBadLoadReport, nil)
 		},
+	})
+	if err != nil {
+		return err
+	}
+	err = workflow.SetUpdateHandlerWithOptions(ctx, UpdateOperatorSettle, l.operatorUpdate, workflow.UpdateHandlerOptions{
+		Validator: l.validateSettlement,
 	})
 	if err != nil {
 		return err
@@ -410,6 +456,63 @@ func (l *loadImpl) reportUpdate(ctx workflow.Context, in ReportInput) (LoadOutco
 		return LoadOutcome{}, err
 	}
 	return l.outcome(), nil
+}
+
+// validateSettlement accepts an operator's settlement only where nothing
+// else can settle the load: its key unbound, its allow expired, the key's
+// word awaited.
+func (l *loadImpl) validateSettlement(ctx workflow.Context, o OperatorSettlement) error {
+	if err := o.Validate(); err != nil {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
+	}
+	var why string
+	switch {
+	case l.state.Final:
+		why = fmt.Sprintf("load %s is already %s", l.state.LoadID, l.state.Status)
+	case l.operator != nil:
+		why = fmt.Sprintf("load %s is being settled by %s", l.state.LoadID, l.operator.Operator)
+	case l.allow == nil:
+		why = fmt.Sprintf("load %s is still %s; it settles itself", l.state.LoadID, l.state.Status)
+	case !l.state.TokenUnbound:
+		why = fmt.Sprintf("USB key %s is still bound: its next session settles load %s (unbind a lost key first)", l.state.TokenSerial, l.state.LoadID)
+	case workflow.Now(ctx).Before(*l.state.Expires):
+		why = fmt.Sprintf("the allow of load %s is valid until %s: the key could still take it", l.state.LoadID, l.state.Expires.Format(time.RFC3339))
+	case l.state.Status != LoadStatusAwaitingContact:
+		why = fmt.Sprintf("load %s is %s, not awaiting the key's contact", l.state.LoadID, l.state.Status)
+	default:
+		return nil
+	}
+	return temporal.NewNonRetryableApplicationError(why, ErrTypeSettlementRefused, nil)
+}
+
+// ErrTypeSettlementRefused: an operator's settlement came when the load
+// can still be settled by its key, or is settled already.
+const ErrTypeSettlementRefused = "SettlementRefused"
+
+
+// operatorUpdate hands the settlement to the main loop and answers once
+// the load is final.
+func (l *loadImpl) operatorUpdate(ctx workflow.Context, o OperatorSettlement) (LoadOutcome, error) {
+	l.operator = &o
+	if err := workflow.Await(ctx, func() bool { return l.state.Final }); err != nil {
+		return LoadOutcome{}, err
+	}
+	return l.outcome(), nil
+}
+
+// settleByOperator carries out an operator's settlement, audited first.
+func (l *loadImpl) settleByOperator(ctx workflow.Context) error {
+	o := *l.operator
+	if err := workflow.ExecuteActivity(l.recordCtx(ctx), loads.NoteOperatorSettlement, activities.OperatorNote{
+		CustomerID: l.state.CustomerID, TokenSerial: l.state.TokenSerial, Outcome: o.Outcome, Operator: o.Operator, Reason: o.Reason,
+	}).Get(ctx, nil); err != nil {
+		return err
+	}
+	l.state.LastReport = fmt.Sprintf("settled by %s (%s): %s", o.Operator, o.Outcome, o.Reason)
+	if o.Outcome == SettleConfirm {
+		return l.confirm(ctx, store.ConfirmedByOperator, nil)
+	}
+	return l.refund(ctx, "settled by GridPay after the USB key was unbound: "+o.Reason)
 }
 
 func (l *loadImpl) outcome() LoadOutcome {
@@ -530,6 +633,8 @@ func (l *loadImpl) settle(ctx workflow.Context) error {
 		switch {
 		case l.state.Status == string(store.LoadConfirmed):
 			return nil
+		case l.operator != nil:
+			return l.settleByOperator(ctx)
 		case l.notApplied && !now.Before(expires):
 			return l.refund(ctx, l.notAppliedWhy)
 		case l.notApplied:
@@ -542,7 +647,7 @@ func (l *loadImpl) settle(ctx workflow.Context) error {
 			}
 		}
 		l.processed = taken
-		ready := func() bool { return len(l.reports) > 0 }
+		ready := func() bool { return len(l.reports) > 0 || l.operator != nil }
 		if wait > 0 {
 			if _, err := workflow.AwaitWithTimeout(ctx, wait, ready); err != nil {
 				return err

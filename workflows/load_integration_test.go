@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -386,6 +387,33 @@ func TestLoadEndToEndOnTemporal(t *testing.T) {
 	time.Sleep(time.Until(a.Expires.Add(time.Second)))
 	if out, err = s.stateReport(t, 4); err != nil || out.Status != "refunded" {
 		t.Fatalf("contact without the load: %+v %v", out, err)
+	}
+
+	// 5: the allow goes out and the key is lost before it reports: an
+	// operator settles the load once the allow has expired.
+	in = s.input(t, 100_00, timing)
+	if a, err = s.load(in); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.tc.SignalWorkflow(s.ctx, LoadWorkflowID("T1", 5), "", SignalTokenUnbound, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(a.Expires.Add(timing.ReceiptGrace + time.Second)))
+	h, err := s.tc.UpdateWorkflow(s.ctx, client.UpdateWorkflowOptions{WorkflowID: LoadWorkflowID("T1", 5), UpdateName: UpdateOperatorSettle,
+		Args:         []any{OperatorSettlement{Outcome: SettleRefund, Operator: "ops/test", Reason: "key returned broken, wallet read at load 4"}},
+		WaitForStage: client.WorkflowUpdateStageCompleted})
+	if err == nil {
+		err = h.Get(s.ctx, &out)
+	}
+	if err != nil || out.Status != "refunded" || !out.Final {
+		t.Fatalf("operator settlement: %+v %v", out, err)
+	}
+	res, runID = s.result(t, 5)
+	if !res.TokenUnbound || !strings.Contains(res.Reason, "wallet read at load 4") {
+		t.Fatalf("load 5 %+v", res)
+	}
+	if err := testenv.RecordHistory(s.ctx, s.tc, LoadWorkflowID("T1", 5), runID, "load_operator"); err != nil {
+		t.Fatal(err)
 	}
 
 	// A replayed request of an old sequence is refused; nothing moves.

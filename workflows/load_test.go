@@ -46,6 +46,7 @@ type loadWorld struct {
 	rejects   []string
 	confirms  []activities.ConfirmRequest
 	unbound   []activities.UnboundNote
+	operator  []activities.OperatorNote
 	attrs     map[string]any
 	allowSpec *activities.AllowSpec
 }
@@ -120,6 +121,11 @@ func newLoadWorld(t *testing.T) *loadWorld {
 	env.OnActivity(loads.NoteLoadTokenUnbound, mock.Anything, mock.Anything).Return(func(_ context.Context, n activities.UnboundNote) error {
 		defer note("NoteLoadTokenUnbound")()
 		w.unbound = append(w.unbound, n)
+		return nil
+	})
+	env.OnActivity(loads.NoteOperatorSettlement, mock.Anything, mock.Anything).Return(func(_ context.Context, n activities.OperatorNote) error {
+		defer note("NoteOperatorSettlement")()
+		w.operator = append(w.operator, n)
 		return nil
 	})
 	env.OnUpsertTypedSearchAttributes(mock.Anything).Run(func(args mock.Arguments) {
@@ -482,6 +488,68 @@ func TestLoadTokenUnbound(t *testing.T) {
 		t.Fatalf("state %+v, notes %+v", st, w.unbound)
 	}
 	w.assertMoney(st)
+}
+
+// settle asks for an operator's settlement at d.
+func (w *loadWorld) settle(d time.Duration, u *updater, o OperatorSettlement) {
+	w.at(d, func() { w.env.UpdateWorkflow(UpdateOperatorSettle, fmt.Sprint("settle-", d), u, o) })
+}
+
+// A load whose key was unbound after the allow went out waits for a
+// contact that cannot come: an operator settles it, but only then.
+func TestLoadOperatorSettlement(t *testing.T) {
+	refund := OperatorSettlement{Outcome: SettleRefund, Operator: "ops/li", Reason: "key returned broken; read at the desk at load 4"}
+	confirm := OperatorSettlement{Outcome: SettleConfirm, Operator: "ops/li", Reason: "meter card shows the 500.00 passed on from the key"}
+	for _, c := range []struct {
+		name string
+		o    OperatorSettlement
+		want string
+	}{{"refund", refund, "refunded"}, {"confirm", confirm, "confirmed"}} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newLoadWorld(t)
+			var a, early, bound, bad, ok, again updater
+			w.allow(0, &a, loadIn.AllowRequest())
+			// Too early: the key is bound and its next session settles it.
+			w.settle(time.Minute, &bound, c.o)
+			w.at(90*time.Second, func() { w.env.SignalWorkflow(SignalTokenUnbound, "lost") })
+			// Unbound but the allow is still valid: the key could take it.
+			w.settle(100*time.Second, &early, c.o)
+			w.settle(time.Hour, &bad, OperatorSettlement{Outcome: "split", Operator: "ops/li", Reason: c.o.Reason})
+			// Two operators at once: the first decides.
+			w.at(2*time.Hour, func() {
+				w.env.UpdateWorkflow(UpdateOperatorSettle, "settle-first", &ok, c.o)
+				w.env.UpdateWorkflow(UpdateOperatorSettle, "settle-second", &again, refund)
+			})
+			st := w.run(loadIn)
+			for name, c := range map[string]struct {
+				u   *updater
+				typ string
+			}{"bound": {&bound, ErrTypeSettlementRefused}, "early": {&early, ErrTypeSettlementRefused}, "settled": {&again, ErrTypeSettlementRefused},
+				"bad outcome": {&bad, ErrTypeInvalidInput}} {
+				var app *temporal.ApplicationError
+				if !errors.As(c.u.rejected, &app) || app.Type() != c.typ {
+					t.Errorf("%s settlement: %v, want refused with %s", name, c.u.rejected, c.typ)
+				}
+			}
+			if !strings.Contains(fmt.Sprint(bound.rejected), "still bound") || !strings.Contains(fmt.Sprint(early.rejected), "valid until") ||
+				!strings.Contains(fmt.Sprint(again.rejected), "being settled by ops/li") {
+				t.Errorf("refusals do not say why: %v / %v", bound.rejected, early.rejected)
+			}
+			if out, _ := ok.result.(LoadOutcome); ok.err != nil || out.Status != c.want || !out.Final {
+				t.Fatalf("settlement: %+v %v", ok.result, ok.err)
+			}
+			if st.Status != c.want || len(w.operator) != 1 || w.operator[0].Operator != "ops/li" || w.operator[0].Reason != c.o.Reason {
+				t.Fatalf("state %+v, audited %+v", st, w.operator)
+			}
+			if c.want == "confirmed" && (len(w.confirms) != 1 || w.confirms[0].By != store.ConfirmedByOperator) {
+				t.Fatalf("confirms %+v", w.confirms)
+			}
+			if c.want == "refunded" && (len(w.refunds) != 1 || !strings.Contains(w.refunds[0], c.o.Reason)) {
+				t.Fatalf("refunds %+v", w.refunds)
+			}
+			w.assertMoney(st)
+		})
+	}
 }
 
 func TestLoadUpdatesRefuseStrangers(t *testing.T) {

@@ -13,12 +13,13 @@ import (
 // workflow's code that would break runs in flight fails here.
 func TestReplayRecordedHistories(t *testing.T) {
 	files := map[string]any{
-		"publish_crls.json": PublishCRLs,
-		"bind.json":         Bind,
-		"unbind.json":       Unbind,
-		"load.json":         Load,
-		"load_refund.json":  Load,
-		"load_contact.json": Load,
+		"publish_crls.json":  PublishCRLs,
+		"bind.json":          Bind,
+		"unbind.json":        Unbind,
+		"load.json":          Load,
+		"load_refund.json":   Load,
+		"load_contact.json":  Load,
+		"load_operator.json": Load,
 	}
 	for file, wf := range files {
 		t.Run(file, func(t *testing.T) {
