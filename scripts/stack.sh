@@ -25,6 +25,7 @@ SIM_DSN="postgres://gridpay@127.0.0.1:$PG_PORT/platform?sslmode=disable"
 GATEWAY_PORT="${GRIDPAY_DEV_GATEWAY_PORT:-8443}"
 SIM_PORT="${GRIDPAY_DEV_SIM_PORT:-8700}"
 DEMO_KEY_LABEL="GridPay Demo Key"
+DEMO_CARD_LABEL="GridPay Demo Meter Card"
 CLIENT_CONFIG="$RUN/client.yaml"
 SOFTHSM_DIR="$RUN/softhsm"
 SECRETS="$RUN/secrets"
@@ -251,6 +252,33 @@ demo_payment() {
 	note "in the Temporal Web UI: http://127.0.0.1:$TEMPORAL_UI_PORT/namespaces/default/workflows/payment%2F$(cat "$RUN/demo-customer")%2F$key"
 }
 
+# demo_load tops up the demo customer's prepaid account through UnionPay,
+# loads part of it onto the USB key's wallet (the signed load exchange),
+# and passes some on to a demo meter card (a second SoftHSM2 token).
+demo_load() {
+	export SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf"
+	local link key
+	say "demo load: client pay --prepay 300.00 (through UnionPay), then client load --amount 200.00"
+	"$BIN/client" --config "$CLIENT_CONFIG" pay --prepay 300.00 --no-wait --json >"$RUN/demo-prepay.json"
+	link="$(sed -n 's/.*"pay_url": "\(.*\)".*/\1/p' "$RUN/demo-prepay.json")"
+	key="$(sed -n 's/.*"key": "\(.*\)".*/\1/p' "$RUN/demo-prepay.json")"
+	"$BIN/unionpay-sim" pay "$link" >/dev/null
+	"$BIN/client" --config "$CLIENT_CONFIG" pay --status "$key" --wait 2m >/dev/null 2>&1 || true
+	"$BIN/client" --config "$CLIENT_CONFIG" load --amount 200.00 --yes | sed 's/^/    /'
+	random_secret "$SECRETS/demo-card.pin" 6
+	random_secret "$SECRETS/demo-card.so-pin" 10
+	local card=(--card-label "$DEMO_CARD_LABEL" --card-pin-file "$SECRETS/demo-card.pin")
+	if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$DEMO_CARD_LABEL[[:space:]]*$"; then
+		say "demo meter card \"$DEMO_CARD_LABEL\": adminctl token init, client card issue"
+		"$BIN/adminctl" --config "$CONFIG" token init --token-label "$DEMO_CARD_LABEL" \
+			--so-pin-file "$SECRETS/demo-card.so-pin" --pin-file "$SECRETS/demo-card.pin" >/dev/null
+		"$BIN/client" --config "$CLIENT_CONFIG" card issue "${card[@]}" --card-number "3301-0000-0001" >/dev/null
+	fi
+	say "demo card transfer: client card transfer --amount 50.00"
+	"$BIN/client" --config "$CLIENT_CONFIG" card transfer "${card[@]}" --amount 50.00 --yes | sed 's/^/    /'
+	note "loads waiting for their key in the Temporal Web UI: http://127.0.0.1:$TEMPORAL_UI_PORT/namespaces/default/workflows?query=OperationKind%3D%22load%22"
+}
+
 # issue_service_certs gives the gateway its TLS server certificate and the
 # gateway and worker their client certificates for the platform, and the
 # worker the key that signs load-allow commands; keys in the HSM.
@@ -326,6 +354,7 @@ up() {
 	start_gateway
 	provision_demo_key
 	demo_payment
+	demo_load
 	status
 }
 
