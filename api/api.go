@@ -28,6 +28,7 @@ const (
 	PathPayments    = Version + "/payments"            // GET ?from=YYYY-MM-DD&to=YYYY-MM-DD → PaymentList; POST PaymentRequest → PaymentOrder
 	PathPayment     = Version + "/payments/"           // + {idempotency key} → PaymentStatus
 	PathPINFailures = Version + "/events/pin-failures" // POST PINFailureReport → 204
+	PathCRLs        = Version + "/crls"                // CRLList: the CRLs the gateway checks with
 )
 
 // Limits the gateway enforces.
@@ -66,6 +67,13 @@ type Error struct {
 // ErrorBody wraps Error as {"error": {...}}.
 type ErrorBody struct {
 	Error Error `json:"error"`
+}
+
+// CRLList is the answer of PathCRLs: GridPay's current CRLs (DER), one
+// per CA. They are signed, so the client checks them against its own copy
+// of GridPay's root before trusting them.
+type CRLList struct {
+	CRLs [][]byte `json:"crls"`
 }
 
 // Health is the answer of PathHealth.

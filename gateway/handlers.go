@@ -35,6 +35,18 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, p *principal, _ 
 	s.writeJSON(w, r, http.StatusOK, h)
 }
 
+// crls answers the CRLs the gateway checks with (GET api.PathCRLs), so
+// that the client can check GridPay's own certificates (the load signer's)
+// the same way.
+func (s *Server) crls(w http.ResponseWriter, r *http.Request, _ *principal, _ string) {
+	src, ok := s.verifier.(crlSource)
+	if !ok {
+		s.fail(w, r, http.StatusServiceUnavailable, api.CodeUnavailable, "this gateway does not publish CRLs")
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, api.CRLList{CRLs: src.CRLs()})
+}
+
 // pinger is what a platform client may offer to be probed cheaply.
 type pinger interface {
 	Ping(ctx context.Context) error

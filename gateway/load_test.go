@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"go.uber.org/zap/zaptest"
 	"net/http"
 	"sort"
 	"strings"
@@ -318,5 +319,28 @@ func TestLoadHistory(t *testing.T) {
 	}
 	if oldest.Sequence != 1 || oldest.Status != "confirmed" || oldest.ConfirmedBy != "receipt" || oldest.Settled == nil || !oldest.Settled.Equal(confirmed) {
 		t.Errorf("oldest %+v", oldest)
+	}
+}
+
+// crlVerifier is a verifier that hands out its CRLs, as *pki.Verifier does.
+type crlVerifier struct {
+	*fakeVerifier
+	crls [][]byte
+}
+
+func (v crlVerifier) CRLs() [][]byte { return v.crls }
+
+func TestCRLs(t *testing.T) {
+	e := newEnv(t)
+	// A verifier without CRLs to hand out: unavailable, not an empty list
+	// a client could mistake for "nothing revoked".
+	wantError(t, e.get(api.PathCRLs, e.alice), http.StatusServiceUnavailable, api.CodeUnavailable)
+
+	e.srv = NewServer(Deps{Platform: e.plat, Verifier: crlVerifier{e.ver, [][]byte{[]byte("root crl"), []byte("services crl")}},
+		Bindings: e.bind, Auditor: e.aud, Log: zaptest.NewLogger(t)}, Options{RatePerSecond: 1000, RateBurst: 1000, RequestTimeout: 5 * time.Second, Now: e.clock.now})
+	w := e.get(api.PathCRLs, e.alice)
+	wantOK(t, w)
+	if got := decode[api.CRLList](t, w); len(got.CRLs) != 2 || string(got.CRLs[1]) != "services crl" {
+		t.Fatalf("CRLs %q", got.CRLs)
 	}
 }

@@ -28,6 +28,10 @@ type CertVerifier interface {
 	Verify(chain []*x509.Certificate, now time.Time, usage x509.ExtKeyUsage) (pki.Identity, error)
 }
 
+// crlSource is a CertVerifier that can hand out the CRLs it checks with
+// (*pki.Verifier does).
+type crlSource interface{ CRLs() [][]byte }
+
 // Bindings finds the binding a certificate logs in with.
 type Bindings interface {
 	// ActiveBinding returns the active binding of the certificate with that
@@ -284,6 +288,7 @@ var routes = map[string][]route{
 		{method: http.MethodPost, handle: (*Server).startPayment},
 	},
 	api.PathPINFailures: {{method: http.MethodPost, handle: (*Server).pinFailures}},
+	api.PathCRLs:        {{method: http.MethodGet, handle: (*Server).crls}},
 	api.PathLoads: {
 		{method: http.MethodGet, handle: (*Server).loadHistory},
 		{method: http.MethodPost, handle: (*Server).startLoad},

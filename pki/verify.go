@@ -167,6 +167,20 @@ func (v *Verifier) UpdateCRL(der []byte) (err error) {
 	return nil
 }
 
+// CRLs returns the CRLs in use (DER), ordered by issuer, for relying
+// parties that check certificates themselves: the desktop client checks
+// GridPay's load signer with them.
+func (v *Verifier) CRLs() [][]byte {
+	cur := *v.crls.Load()
+	var out [][]byte
+	for _, ca := range v.allCAs() {
+		if st := cur[ca.id]; st != nil {
+			out = append(out, bytes.Clone(st.raw))
+		}
+	}
+	return out
+}
+
 // crlIssuer finds the configured CA that signed crl.
 func (v *Verifier) crlIssuer(crl *x509.RevocationList) (*caEntry, error) {
 	named := false

@@ -407,3 +407,30 @@ func TestVerifyConcurrentCRLUpdates(t *testing.T) {
 	_, err := f.v.Verify([]*x509.Certificate{f.leaf}, tNow, x509.ExtKeyUsageClientAuth)
 	wantVerifyError(t, err, pki.ErrRevoked)
 }
+
+// CRLs hands out the CRLs in use, so that another verifier fed with them
+// reaches the same verdicts.
+func TestVerifierCRLs(t *testing.T) {
+	f := newFixture(t)
+	if err := f.v.UpdateCRL(crl(t, f.h.services, 2, tCRL, pki.Revoked{Serial: f.service.SerialNumber, RevokedAt: tIssue.Add(time.Minute)})); err != nil {
+		t.Fatal(err)
+	}
+	got := f.v.CRLs()
+	if len(got) != 3 {
+		t.Fatalf("%d CRLs, want 3 (root, customer CA, services CA)", len(got))
+	}
+	other, err := pki.NewVerifier(pki.VerifierConfig{Roots: []*x509.Certificate{f.h.root.Cert},
+		Intermediates: []*x509.Certificate{f.h.customer.Cert, f.h.services.Cert}, CRLs: got})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.Verify([]*x509.Certificate{f.service}, tNow, x509.ExtKeyUsageClientAuth)
+	wantVerifyError(t, err, pki.ErrRevoked)
+	if _, err := other.Verify([]*x509.Certificate{f.leaf}, tNow, x509.ExtKeyUsageClientAuth); err != nil {
+		t.Fatalf("the customer's certificate: %v", err)
+	}
+	got[0][0] ^= 0xff // a copy: the verifier's own CRLs are untouched
+	if again := f.v.CRLs(); again[0][0] == got[0][0] {
+		t.Fatal("CRLs hands out the verifier's own bytes")
+	}
+}
