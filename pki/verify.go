@@ -25,6 +25,9 @@ type VerifierConfig struct {
 	// issuing CAs) and one from each issuing CA. They may also be loaded
 	// later with UpdateCRL; until then verification fails with ErrNoCRL.
 	CRLs [][]byte
+	// NoChainCache turns off the memo of verified chains (benchmarks
+	// compare with it).
+	NoChainCache bool
 }
 
 // Verifier checks certificates presented to GridPay: chain, validity,
@@ -38,6 +41,50 @@ type Verifier struct {
 
 	mu   sync.Mutex // serialises UpdateCRL; Verify only loads crls
 	crls atomic.Pointer[crlMap]
+
+	chains *chainCache // nil: off
+}
+
+// chainCache memoizes what Verify learns from a certificate's bytes and
+// the configured CAs alone, which never change for a Verifier: the issuing
+// CA whose key signed it, that it chains to a root through that CA with
+// the usage, and its identity and profile. The expensive part of Verify
+// (signature checks, path building) is done once per certificate; time
+// and revocation are checked on every call, so a CRL update or an expiry
+// takes effect at the next request.
+type chainCache struct {
+	mu sync.RWMutex
+	m  map[chainKey]chainEntry
+}
+
+type chainKey struct {
+	leaf  [sha256.Size]byte
+	usage x509.ExtKeyUsage
+}
+
+type chainEntry struct {
+	issuer *caEntry
+	id     Identity
+}
+
+// maxChainCache bounds the memo; when full it starts over (customers'
+// certificates number in the thousands).
+const maxChainCache = 1 << 14
+
+func (c *chainCache) get(k chainKey) (chainEntry, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.m[k]
+	return e, ok
+}
+
+func (c *chainCache) put(k chainKey, e chainEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxChainCache {
+		c.m = make(map[chainKey]chainEntry)
+	}
+	c.m[k] = e
 }
 
 type caEntry struct {
@@ -68,6 +115,9 @@ func NewVerifier(cfg VerifierConfig) (_ *Verifier, err error) {
 		return nil, fmt.Errorf("%w: no issuing CA configured", ErrNotCA)
 	}
 	v := &Verifier{rootPool: x509.NewCertPool(), interPool: x509.NewCertPool()}
+	if !cfg.NoChainCache {
+		v.chains = &chainCache{m: make(map[chainKey]chainEntry)}
+	}
 	seen := map[[sha256.Size]byte]bool{}
 	for _, c := range cfg.Roots {
 		if RoleOf(c) != RoleRoot {
@@ -245,9 +295,18 @@ func (v *Verifier) Verify(chain []*x509.Certificate, now time.Time, usage x509.E
 	if usage != x509.ExtKeyUsageClientAuth && usage != x509.ExtKeyUsageServerAuth {
 		return Identity{}, &VerifyError{Err: ErrWrongUsage, Detail: "only client and server authentication can be checked, not " + usageName(usage)}
 	}
-	issuer := v.issuerOf(leaf)
-	if issuer == nil {
-		return Identity{}, leafError(leaf, ErrUnknownCA, "issued by %s", leaf.Issuer)
+	key := chainKey{leaf: sha256.Sum256(leaf.Raw), usage: usage}
+	var known chainEntry
+	var ok bool
+	if v.chains != nil {
+		known, ok = v.chains.get(key)
+	}
+	issuer, id := known.issuer, known.id
+	if !ok {
+		issuer = v.issuerOf(leaf)
+		if issuer == nil {
+			return Identity{}, leafError(leaf, ErrUnknownCA, "issued by %s", leaf.Issuer)
+		}
 	}
 	if err := checkTime(leaf, "", now); err != nil {
 		return Identity{}, err
@@ -258,6 +317,29 @@ func (v *Verifier) Verify(chain []*x509.Certificate, now time.Time, usage x509.E
 	if err := checkTime(issuer.parent.cert, "the root CA", now); err != nil {
 		return Identity{}, err
 	}
+	if !ok {
+		var err error
+		if id, err = v.verifyChain(leaf, issuer, now, usage); err != nil {
+			return Identity{}, err
+		}
+		if v.chains != nil {
+			v.chains.put(key, chainEntry{issuer: issuer, id: id})
+		}
+	}
+	crls := *v.crls.Load()
+	if err := checkRevoked(crls, issuer, leaf, now); err != nil {
+		return Identity{}, err
+	}
+	if err := checkRevoked(crls, issuer.parent, issuer.cert, now); err != nil {
+		return Identity{}, err
+	}
+	return id, nil
+}
+
+// verifyChain checks what depends only on the certificate and the
+// configured CAs: the path to a root through issuer with the usage, and
+// the leaf's identity and profile.
+func (v *Verifier) verifyChain(leaf *x509.Certificate, issuer *caEntry, now time.Time, usage x509.ExtKeyUsage) (Identity, error) {
 	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         v.rootPool,
 		Intermediates: v.interPool,
@@ -275,13 +357,6 @@ func (v *Verifier) Verify(chain []*x509.Certificate, now time.Time, usage x509.E
 		return Identity{}, leafError(leaf, ErrBadCertificate, "%s", detailOf(err))
 	}
 	if err := checkKind(leaf, id, issuer, usage); err != nil {
-		return Identity{}, err
-	}
-	crls := *v.crls.Load()
-	if err := checkRevoked(crls, issuer, leaf, now); err != nil {
-		return Identity{}, err
-	}
-	if err := checkRevoked(crls, issuer.parent, issuer.cert, now); err != nil {
 		return Identity{}, err
 	}
 	return id, nil

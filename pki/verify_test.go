@@ -434,3 +434,62 @@ func TestVerifierCRLs(t *testing.T) {
 		t.Fatal("CRLs hands out the verifier's own bytes")
 	}
 }
+
+// The memo of verified chains never hides what changes: a CRL that
+// revokes the certificate later, or its expiry, apply at the next call.
+func TestVerifyChainCacheKeepsRevocationAndTime(t *testing.T) {
+	f := newFixture(t)
+	for range 3 {
+		if _, err := f.v.Verify([]*x509.Certificate{f.leaf}, tNow, x509.ExtKeyUsageClientAuth); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same certificate for another purpose is checked for it.
+	_, err := f.v.Verify([]*x509.Certificate{f.leaf}, tNow, x509.ExtKeyUsageServerAuth)
+	wantVerifyError(t, err, pki.ErrWrongUsage)
+	// Past its validity.
+	_, err = f.v.Verify([]*x509.Certificate{f.leaf}, f.leaf.NotAfter.Add(time.Second), x509.ExtKeyUsageClientAuth)
+	wantVerifyError(t, err, pki.ErrExpired)
+	// Revoked after being cached.
+	if err := f.v.UpdateCRL(crl(t, f.h.customer, 2, tCRL, pki.Revoked{Serial: f.leaf.SerialNumber, RevokedAt: tIssue.Add(time.Minute)})); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.v.Verify([]*x509.Certificate{f.leaf}, tNow, x509.ExtKeyUsageClientAuth)
+	wantVerifyError(t, err, pki.ErrRevoked)
+	// Its issuing CA revoked by the root after being cached.
+	if _, err := f.v.Verify([]*x509.Certificate{f.service}, tNow, x509.ExtKeyUsageClientAuth); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.v.UpdateCRL(crl(t, f.h.root, 2, tCRL, pki.Revoked{Serial: f.h.services.Cert.SerialNumber, RevokedAt: tIssue.Add(time.Minute)})); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.v.Verify([]*x509.Certificate{f.service}, tNow, x509.ExtKeyUsageClientAuth)
+	wantVerifyError(t, err, pki.ErrRevoked)
+}
+
+// BenchmarkVerify compares verification with the memo of chains (the
+// gateway verifies on every request of a connection) and without.
+func BenchmarkVerify(b *testing.B) {
+	h := newHierarchy(b, "Bench")
+	leaf := issueCustomer(b, h.customer, testToken, tIssue)
+	for _, c := range []struct {
+		name    string
+		noCache bool
+	}{{"cached", false}, {"uncached", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			v, err := pki.NewVerifier(pki.VerifierConfig{Roots: []*x509.Certificate{h.root.Cert},
+				Intermediates: []*x509.Certificate{h.customer.Cert, h.services.Cert},
+				CRLs:          [][]byte{crl(b, h.root, 1, tCRL), crl(b, h.customer, 1, tCRL), crl(b, h.services, 1, tCRL)}, NoChainCache: c.noCache})
+			if err != nil {
+				b.Fatal(err)
+			}
+			chain := []*x509.Certificate{leaf}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(chain, tNow, x509.ExtKeyUsageClientAuth); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
