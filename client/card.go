@@ -195,6 +195,10 @@ func readCardBinding(ctx context.Context, o keyObjects) (cardBinding, bool, erro
 // cardFlags are the flags every card command takes.
 type cardFlags struct {
 	label, serial, pinFile string
+	// pin is the card's PIN when the window's form gave it (the CLI reads
+	// it from pinFile, the environment or the terminal). It is zeroed once
+	// the card has it.
+	pin []byte
 }
 
 func (f cardFlags) selector() (hsm.Selector, error) {
@@ -209,6 +213,8 @@ func (f cardFlags) selector() (hsm.Selector, error) {
 func (a *app) cardPIN(ctx context.Context, f cardFlags) ([]byte, error) {
 	var src hsm.PINSource
 	switch {
+	case f.pin != nil:
+		return f.pin, nil
 	case f.pinFile != "":
 		src = hsm.PINFromFile(f.pinFile)
 	case os.Getenv("GRIDPAY_CARD_PIN") != "":
@@ -524,54 +530,62 @@ func (a *app) cardBalanceCommand(f *cardFlags) *cobra.Command {
 	}
 }
 
-// withCard opens the wallet and the authenticated card, finishes an
-// interrupted transfer, and runs fn.
-func (a *app) withCard(ctx context.Context, f cardFlags, fn func(ctx context.Context, s *session, o keyObjects, w *wallet, bc *boundCard, v *cardView) error) error {
+// cardFunc works on the wallet and the authenticated card.
+type cardFunc func(ctx context.Context, s *session, o keyObjects, w *wallet, bc *boundCard, v *cardView) error
+
+// withCard opens a session, the wallet and the authenticated card,
+// finishes an interrupted transfer, and runs fn.
+func (a *app) withCard(ctx context.Context, f cardFlags, fn cardFunc) error {
 	if _, err := f.selector(); err != nil {
 		return err
 	}
 	return a.withSession(ctx, func(ctx context.Context, s *session) error {
-		o, closeObjs, err := openKeyObjects(a, s.key)
-		if err != nil {
-			return fail(cli.ExitUnavailable, err, "%v", err)
-		}
-		defer closeObjs()
-		unlock, err := a.lockWallet(s.key.TokenSerial)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		roots, err := loadRoots(a.cfg.CAFile)
-		if err != nil {
-			return err
-		}
-		w, err := readWallet(ctx, o, roots, s.key.TokenSerial)
-		if err != nil {
-			return fail(cli.ExitAuth, err, "%v; please contact the power company", err)
-		}
-		bc, err := a.openBoundCard(ctx, s, o, f)
-		if err != nil {
-			return err
-		}
-		defer bc.card.Close()
-		pending := w.rec.Transfer
-		did, err := recoverTransfer(ctx, o, &w, bc)
-		if err != nil {
-			return err
-		}
-		if did != "" {
-			kind := logTransfer
-			if did == "undone" {
-				kind = logTransferUndone
-			}
-			a.appendWalletLog(s, walletLogEntry{At: a.now(), Kind: kind, Amount: pending.Amount, Balance: w.Balance(), Card: maskCard(bc.ident.CardNumber),
-				Note: "interrupted transfer " + did})
-			a.warn("an interrupted transfer of %s to the meter card was %s", pending.Amount.Display(), did)
-		}
-		v := &cardView{Card: maskCard(bc.ident.CardNumber), CardSerial: bc.ident.CardSerial, KeySerial: s.key.TokenSerial,
-			CardBalance: bc.purse.Balance, WalletBalance: w.Balance(), Total: bc.purse.Balance + w.Balance(), Recovered: did}
-		return fn(ctx, s, o, &w, bc, v)
+		return a.withCardOn(ctx, s, f, fn)
 	})
+}
+
+// withCardOn is withCard on an open session (the window's).
+func (a *app) withCardOn(ctx context.Context, s *session, f cardFlags, fn cardFunc) error {
+	o, closeObjs, err := openKeyObjects(a, s.key)
+	if err != nil {
+		return fail(cli.ExitUnavailable, err, "%v", err)
+	}
+	defer closeObjs()
+	unlock, err := a.lockWallet(s.key.TokenSerial)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	roots, err := loadRoots(a.cfg.CAFile)
+	if err != nil {
+		return err
+	}
+	w, err := readWallet(ctx, o, roots, s.key.TokenSerial)
+	if err != nil {
+		return fail(cli.ExitAuth, err, "%v; please contact the power company", err)
+	}
+	bc, err := a.openBoundCard(ctx, s, o, f)
+	if err != nil {
+		return err
+	}
+	defer bc.card.Close()
+	pending := w.rec.Transfer
+	did, err := recoverTransfer(ctx, o, &w, bc)
+	if err != nil {
+		return err
+	}
+	if did != "" {
+		kind := logTransfer
+		if did == "undone" {
+			kind = logTransferUndone
+		}
+		a.appendWalletLog(s, walletLogEntry{At: a.now(), Kind: kind, Amount: pending.Amount, Balance: w.Balance(), Card: maskCard(bc.ident.CardNumber),
+			Note: "interrupted transfer " + did})
+		a.warn("an interrupted transfer of %s to the meter card was %s", pending.Amount.Display(), did)
+	}
+	v := &cardView{Card: maskCard(bc.ident.CardNumber), CardSerial: bc.ident.CardSerial, KeySerial: s.key.TokenSerial,
+		CardBalance: bc.purse.Balance, WalletBalance: w.Balance(), Total: bc.purse.Balance + w.Balance(), Recovered: did}
+	return fn(ctx, s, o, &w, bc, v)
 }
 
 func (a *app) cardTransferCommand(f *cardFlags) *cobra.Command {
@@ -587,26 +601,14 @@ func (a *app) cardTransferCommand(f *cardFlags) *cobra.Command {
 				return cli.WithCode(cli.ExitUsage, fmt.Errorf("--amount: %q is not a positive amount of yuan", amountText))
 			}
 			return a.withCard(cmd.Context(), *f, func(ctx context.Context, s *session, o keyObjects, w *wallet, bc *boundCard, v *cardView) error {
-				if amount > w.Balance() {
-					return fail(cli.ExitError, nil, "the wallet holds %s, less than %s", w.Balance().Display(), amount.Display())
-				}
-				if !yes {
-					ok, err := a.confirm(ctx, fmt.Sprintf("Move %s from the wallet (%s) to meter card %s (%s)?", amount.Display(), w.Balance().Display(),
-						v.Card, bc.purse.Balance.Display()), a.cfg.Load.ConfirmTimeout)
-					if err != nil {
-						return err
+				confirm := func(question string) (bool, error) {
+					if yes {
+						return true, nil
 					}
-					if !ok {
-						return fail(cli.ExitError, nil, "not confirmed: nothing was moved")
-					}
+					return a.confirm(ctx, question, a.cfg.Load.ConfirmTimeout)
 				}
-				if err := a.transfer(ctx, o, w, bc, amount); err != nil {
+				if err := a.cardTransfer(ctx, s, o, w, bc, v, amount, confirm); err != nil {
 					return err
-				}
-				a.appendWalletLog(s, walletLogEntry{At: a.now(), Kind: logTransfer, Amount: amount, Balance: w.Balance(), Card: v.Card})
-				v.CardBalance, v.WalletBalance, v.Transferred = bc.purse.Balance, w.Balance(), amount
-				if v.CardBalance+v.WalletBalance != v.Total {
-					return fail(cli.ExitError, nil, "the wallet and the card no longer add up; please contact the power company")
 				}
 				return a.out.Print(v, func(out io.Writer) {
 					fmt.Fprintf(out, "Moved %s to meter card %s.\n", amount.Display(), v.Card)
@@ -619,6 +621,35 @@ func (a *app) cardTransferCommand(f *cardFlags) *cobra.Command {
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	return cmd
 }
+
+// cardTransfer moves amount from the wallet to the authenticated card,
+// once confirm agrees, and updates v to the balances after.
+func (a *app) cardTransfer(ctx context.Context, s *session, o keyObjects, w *wallet, bc *boundCard, v *cardView, amount money.Fen,
+	confirm func(question string) (bool, error)) error {
+	if amount > w.Balance() {
+		return fail(cli.ExitError, errWalletShort, "the wallet holds %s, less than %s", w.Balance().Display(), amount.Display())
+	}
+	ok, err := confirm(fmt.Sprintf("Move %s from the wallet (%s) to meter card %s (%s)?", amount.Display(), w.Balance().Display(),
+		v.Card, bc.purse.Balance.Display()))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fail(cli.ExitError, nil, "not confirmed: nothing was moved")
+	}
+	if err := a.transfer(ctx, o, w, bc, amount); err != nil {
+		return err
+	}
+	a.appendWalletLog(s, walletLogEntry{At: a.now(), Kind: logTransfer, Amount: amount, Balance: w.Balance(), Card: v.Card})
+	v.CardBalance, v.WalletBalance, v.Transferred = bc.purse.Balance, w.Balance(), amount
+	if v.CardBalance+v.WalletBalance != v.Total {
+		return fail(cli.ExitError, nil, "the wallet and the card no longer add up; please contact the power company")
+	}
+	return nil
+}
+
+// errWalletShort means a transfer asked for more than the wallet holds.
+var errWalletShort = errors.New("the wallet holds less than the amount")
 
 // transfer makes the three writes (see the top of this file).
 func (a *app) transfer(ctx context.Context, o keyObjects, w *wallet, bc *boundCard, amount money.Fen) error {

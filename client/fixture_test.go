@@ -178,6 +178,8 @@ type fakeGateway struct {
 	fail map[string]failure
 	// delay is slept before answering.
 	delay time.Duration
+	// loads, when set, answers the load API.
+	loads *loadServer
 }
 
 type failure struct {
@@ -222,11 +224,15 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		g.peers = append(g.peers, r.TLS.PeerCertificates[0])
 	}
 	f, failing := g.fail[r.URL.Path]
-	delay := g.delay
+	delay, loads := g.delay, g.loads
 	g.mu.Unlock()
 	time.Sleep(delay)
 	if failing {
 		writeJSON(w, f.status, api.ErrorBody{Error: f.body})
+		return
+	}
+	if loads != nil && (r.URL.Path == api.PathLoads || r.URL.Path == api.PathLoadReports) {
+		loads.serve(w, r)
 		return
 	}
 	switch {

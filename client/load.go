@@ -53,6 +53,57 @@ type loadResult struct {
 	Balance    money.Fen  `json:"balance"`
 	Reason     string     `json:"reason,omitempty"`
 	RefundedBy *time.Time `json:"refunded_by,omitempty"` // the allow's expiry, when it is being cancelled
+	// refused says the key refused GridPay's allow: the wallet is as it
+	// was, and Reason says why.
+	refused bool
+}
+
+// Errors of a load that the window tells apart (the CLI shows the message).
+var (
+	// errLoadNotConfirmed: the customer said no, or the confirmation
+	// expired; nothing was signed.
+	errLoadNotConfirmed = errors.New("load not confirmed")
+	// errLoadOutcomeUnknown: the signed request was sent and no answer
+	// came; the key's next session settles it.
+	errLoadOutcomeUnknown = errors.New("the load's outcome is not known yet")
+)
+
+// loadQuestion is what the customer confirms before the key signs a load.
+type loadQuestion struct {
+	Amount      money.Fen
+	Account     string // the prepaid account debited
+	TokenSerial string
+	Wallet      money.Fen // the wallet's balance before the load
+}
+
+// loadConfirmer asks the customer to confirm a load, as late as possible
+// before the key signs: the terminal's expiring prompt for "client load",
+// the confirmation page for the window. No (false) loads nothing.
+type loadConfirmer func(ctx context.Context, q loadQuestion) (bool, error)
+
+// terminalConfirm is the CLI's confirmation: a question on the terminal
+// that expires after timeout, or none with --yes.
+func (a *app) terminalConfirm(yes bool, timeout time.Duration) loadConfirmer {
+	return func(ctx context.Context, q loadQuestion) (bool, error) {
+		if yes {
+			return true, nil
+		}
+		return a.confirm(ctx, fmt.Sprintf("Load %s from prepaid account %s onto USB key %s (wallet: %s)?", q.Amount.Display(), q.Account,
+			q.TokenSerial, q.Wallet.Display()), timeout)
+	}
+}
+
+func renderLoad(out io.Writer, tokenSerial string, res loadResult) {
+	if res.refused {
+		fmt.Fprintf(out, "Load %d of %s was not applied: %s.\n", res.Sequence, res.Amount.Display(), res.Reason)
+		if res.RefundedBy != nil {
+			fmt.Fprintf(out, "The amount goes back to your prepaid account once the allow has expired (%s).\n",
+				res.RefundedBy.In(platform.Shanghai).Format("2006-01-02 15:04:05"))
+		}
+		return
+	}
+	fmt.Fprintf(out, "Loaded %s onto USB key %s (load %d, %s): %s.\n", res.Amount.Display(), tokenSerial, res.Sequence, res.LoadID, res.Status)
+	fmt.Fprintf(out, "Wallet balance: %s\n", res.Balance.Display())
 }
 
 func (a *app) loadCommand() *cobra.Command {
@@ -91,7 +142,13 @@ nothing is lost: the next session ("client wallet") settles it.`,
 				confirmTimeout = a.cfg.Load.ConfirmTimeout
 			}
 			return a.withSession(cmd.Context(), func(ctx context.Context, s *session) error {
-				return a.load(ctx, s, amount, yes, confirmTimeout)
+				res, err := a.load(ctx, s, amount, a.terminalConfirm(yes, confirmTimeout))
+				if res != nil {
+					if perr := a.out.Print(res, func(out io.Writer) { renderLoad(out, s.key.TokenSerial, *res) }); err == nil {
+						err = perr
+					}
+				}
+				return err
 			})
 		},
 	}
@@ -102,28 +159,31 @@ nothing is lost: the next session ("client wallet") settles it.`,
 	return cmd
 }
 
-// load runs the exchange on an open session.
-func (a *app) load(ctx context.Context, s *session, amount money.Fen, yes bool, confirmTimeout time.Duration) error {
+// load runs the exchange on an open session, with the customer's
+// confirmation from confirm. The result is nil until the key has taken or
+// refused GridPay's allow; with an error it says why the key refused it.
+// It prints nothing: "client load" and the window show the result.
+func (a *app) load(ctx context.Context, s *session, amount money.Fen, confirm loadConfirmer) (*loadResult, error) {
 	o, closeObjs, err := openKeyObjects(a, s.key)
 	if err != nil {
-		return fail(cli.ExitUnavailable, err, "%v", err)
+		return nil, fail(cli.ExitUnavailable, err, "%v", err)
 	}
 	defer closeObjs()
 	unlock, err := a.lockWallet(s.key.TokenSerial)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer unlock()
 	roots, err := loadRoots(a.cfg.CAFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w, err := readWallet(ctx, o, roots, s.key.TokenSerial)
 	if err != nil {
-		return fail(cli.ExitAuth, err, "%v; please contact the power company", err)
+		return nil, fail(cli.ExitAuth, err, "%v; please contact the power company", err)
 	}
 	if t := w.rec.Transfer; t != nil {
-		return fail(cli.ExitConflict, nil, "a transfer of %s to the meter card is pending: finish it first (client card balance, with the card)", t.Amount.Display())
+		return nil, fail(cli.ExitConflict, nil, "a transfer of %s to the meter card is pending: finish it first (client card balance, with the card)", t.Amount.Display())
 	}
 	// Settle what a previous session left open first: GridPay takes one
 	// load of a key at a time.
@@ -132,7 +192,7 @@ func (a *app) load(ctx context.Context, s *session, amount money.Fen, yes bool, 
 		// so, and GridPay refunds it once the allow (if any) has expired.
 		at.Outcome = attemptAbandoned
 		if err := writeWallet(ctx, o, w.rec); err != nil {
-			return err
+			return nil, err
 		}
 		if rep, err := walletReport(s, w, protocol.ReportError, at.Sequence, protocol.ErrAllowAbandoned, "no allow received", a.now()); err == nil {
 			var gwErr *gatewayError
@@ -142,37 +202,33 @@ func (a *app) load(ctx context.Context, s *session, amount money.Fen, yes bool, 
 		}
 	}
 	if _, err := a.reportWallet(ctx, s, o, &w); err != nil {
-		return err
+		return nil, err
 	}
 	var me api.Me
 	if err := a.fetch(ctx, s, "your account", api.PathMe, nil, &me); err != nil {
-		return err
+		return nil, err
 	}
 	if me.Customer.ID != s.id.CustomerID {
-		return fail(cli.ExitError, nil, "the gateway answered for another customer")
+		return nil, fail(cli.ExitError, nil, "the gateway answered for another customer")
 	}
-	if !yes {
-		msg := fmt.Sprintf("Load %s from prepaid account %s onto USB key %s (wallet: %s)?", amount.Display(), me.Customer.AccountNumber,
-			s.key.TokenSerial, w.Balance().Display())
-		ok, err := a.confirm(ctx, msg, confirmTimeout)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fail(cli.ExitError, nil, "not confirmed: nothing was loaded")
-		}
+	ok, err := confirm(ctx, loadQuestion{Amount: amount, Account: me.Customer.AccountNumber, TokenSerial: s.key.TokenSerial, Wallet: w.Balance()})
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fail(cli.ExitError, errLoadNotConfirmed, "not confirmed: nothing was loaded")
 	}
 
 	seq := w.Attempted() + 1
 	req, signed, err := a.signLoadRequest(s, w, me.Customer.AccountNumber, amount, seq)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The attempt is on the key before the request leaves: whatever
 	// happens next, the next request takes a higher number.
 	w.rec.Attempt = &loadAttempt{Sequence: seq, LoadID: protocol.LoadID(s.key.TokenSerial, seq), Amount: amount, Started: a.now().UTC(), Outcome: attemptSent}
 	if err := writeWallet(ctx, o, w.rec); err != nil {
-		return err
+		return nil, err
 	}
 	if loadFault("tamper-request") {
 		signed.Request[len(signed.Request)-5] ^= 1
@@ -187,13 +243,14 @@ func (a *app) load(ctx context.Context, s *session, amount money.Fen, yes bool, 
 		}
 		a.appendWalletLog(s, walletLogEntry{At: a.now(), Kind: logLoadRefused, LoadID: w.rec.Attempt.LoadID, Sequence: seq, Amount: amount,
 			Balance: w.Balance(), Note: gwErr.Message})
-		return loadRefusal(gwErr)
+		return nil, loadRefusal(gwErr)
 	}
 	if err != nil {
-		return fail(cli.ExitUnavailable, err, "the load's outcome is not known yet (%v); nothing is lost: it is settled at your next session (client wallet)", err)
+		return nil, fail(cli.ExitUnavailable, fmt.Errorf("%w: %w", errLoadOutcomeUnknown, err),
+			"the load's outcome is not known yet (%v); nothing is lost: it is settled at your next session (client wallet)", err)
 	}
 	if loadFault("drop-allow") {
-		return fail(cli.ExitError, nil, "test fault: the allow was dropped")
+		return nil, fail(cli.ExitError, errLoadOutcomeUnknown, "test fault: the allow was dropped")
 	}
 	if loadFault("tamper-allow") {
 		allow.Allow[len(allow.Allow)/2] ^= 1
@@ -212,7 +269,7 @@ func (a *app) load(ctx context.Context, s *session, amount money.Fen, yes bool, 
 	w.rec.Spent, w.rec.Transfers = 0, 0
 	w.rec.Attempt.Outcome = attemptApplied
 	if err := writeWallet(ctx, o, w.rec); err != nil {
-		return fail(cli.ExitError, err, "%v; the load is settled at your next session (client wallet)", err)
+		return nil, fail(cli.ExitError, fmt.Errorf("%w: %w", errLoadOutcomeUnknown, err), "%v; the load is settled at your next session (client wallet)", err)
 	}
 	w.state = &st.state
 	a.appendWalletLog(s, walletLogEntry{At: a.now(), Kind: logLoad, LoadID: w.rec.Attempt.LoadID, Sequence: seq, Amount: amount, Balance: w.Balance()})
@@ -226,10 +283,7 @@ func (a *app) load(ctx context.Context, s *session, amount money.Fen, yes bool, 
 	} else {
 		res.Status = out.Status
 	}
-	return a.out.Print(res, func(out io.Writer) {
-		fmt.Fprintf(out, "Loaded %s onto USB key %s (load %d, %s): %s.\n", amount.Display(), s.key.TokenSerial, seq, res.LoadID, res.Status)
-		fmt.Fprintf(out, "Wallet balance: %s\n", res.Balance.Display())
-	})
+	return &res, nil
 }
 
 // signLoadRequest builds the request from the wallet and has the key sign
@@ -341,16 +395,16 @@ func verifyAllow(roots *x509.CertPool, ans api.LoadAllow, req protocol.LoadReque
 
 // refuseAllow records on the key that it will never apply this allow,
 // signs an error report and sends it: GridPay refunds once the allow has
-// expired.
-func (a *app) refuseAllow(ctx context.Context, s *session, o keyObjects, w wallet, seq uint64, amount money.Fen, code protocol.ErrorCode, why string, expires time.Time) error {
+// expired. The result says so, beside the error.
+func (a *app) refuseAllow(ctx context.Context, s *session, o keyObjects, w wallet, seq uint64, amount money.Fen, code protocol.ErrorCode, why string, expires time.Time) (*loadResult, error) {
 	w.rec.Attempt.Outcome = attemptAbandoned
 	if err := writeWallet(ctx, o, w.rec); err != nil {
-		return err
+		return nil, err
 	}
 	a.appendWalletLog(s, walletLogEntry{At: a.now(), Kind: logLoadRefused, LoadID: w.rec.Attempt.LoadID, Sequence: seq, Amount: amount,
 		Balance: w.Balance(), Note: "allow refused: " + why})
 	res := loadResult{LoadID: w.rec.Attempt.LoadID, Sequence: seq, Amount: amount, Balance: w.Balance(), Status: "cancelling",
-		Reason: "the USB key refused GridPay's allow: " + why}
+		Reason: "the USB key refused GridPay's allow: " + why, refused: true}
 	if !expires.IsZero() {
 		res.RefundedBy = &expires
 	}
@@ -364,14 +418,7 @@ func (a *app) refuseAllow(ctx context.Context, s *session, o keyObjects, w walle
 	if err != nil {
 		a.warn("the error report could not be sent (%v); it is settled at your next session", err)
 	}
-	_ = a.out.Print(res, func(out io.Writer) {
-		fmt.Fprintf(out, "Load %d of %s was not applied: %s.\n", seq, amount.Display(), res.Reason)
-		if res.RefundedBy != nil {
-			fmt.Fprintf(out, "The amount goes back to your prepaid account once the allow has expired (%s).\n",
-				res.RefundedBy.In(platform.Shanghai).Format("2006-01-02 15:04:05"))
-		}
-	})
-	return fail(cli.ExitError, nil, "load %d not applied: %s", seq, why)
+	return &res, fail(cli.ExitError, nil, "load %d not applied: %s", seq, why)
 }
 
 // sendReceipt signs the execution receipt and sends it.

@@ -30,16 +30,18 @@ import (
 //	ui_keys.go     the unlocked key: login with the page's PIN, idle lock,
 //	               removal, the key's state for the login page
 //	ui_pages.go    the pages and their error display
+//	ui_pay.go      the Pay page (client pay's code path)
+//	ui_wallet.go   the Wallet page: loads with the confirmation page, the
+//	               meter card (client wallet, load, card's code paths)
 //	ui_chart.go    the consumption chart (server-rendered SVG)
 //	ui_pdf.go      the e-bill (a PDF written here)
 //	ui_i18n.go     zh-CN and English texts, formatting
 //	web/           templates, CSS and the login page's polling script,
 //	               embedded; nothing is loaded from elsewhere
 //
-// Pay and Wallet are placeholders in the navigation (web/layout.html) until
-// the payment and load issues bring their pages: add their routes in
-// uiServer.routes, their templates in pageFiles, and POST every action with
-// the form's CSRF token.
+// A new page: its route in uiServer.routes, its template in pageFiles, and
+// every action a POST with the form's CSRF token that runs the same code as
+// the CLI command it mirrors.
 
 // uiWatchInterval is how often the unlocked key is checked for idleness
 // and presence (and how often the login page polls).
@@ -58,11 +60,15 @@ func (a *app) uiCommand() *cobra.Command {
 		Use:   "ui",
 		Short: "Open the client's window: a web UI on 127.0.0.1, in your browser",
 		Long: `ui serves the client's window (login with the USB key's PIN, overview with
-arrears alerts, consumption chart, bills with their PDF e-bill, payment
-history; Chinese or English) to your browser from this program, on a loopback
-address of this computer only. The PIN is typed on the page, sent to this
-program alone, and unlocks the USB key here: the key and the PIN never leave
-this computer, and the pages talk to the gateway exactly as the commands do.
+arrears alerts, consumption chart, bills with their PDF e-bill, payments
+through UnionPay, the wallet on the USB key with loads and the meter card,
+the history of payments and loads; Chinese or English) to your browser from
+this program, on a loopback address of this computer only. The PIN is typed
+on the page, sent to this program alone, and unlocks the USB key here: the
+key and the PIN never leave this computer, and the pages talk to the gateway
+exactly as the commands do. A load is confirmed on the page within
+load.confirm_timeout, as "client load" asks on the terminal; the meter card's
+PIN is typed on the page and goes to the card only.
 
 The address is printed with a secret link and opened in the default browser
 ($BROWSER, else xdg-open) unless --no-open. Only a browser that opened the

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gridpay/gridpay/protocol"
 )
 
 // The web UI with a real USB key (a SoftHSM2 token) through the CLI's own
@@ -183,5 +186,87 @@ func TestUIBinary(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(rest, "\n"), "the USB key is locked") {
 		t.Fatalf("output after SIGINT: %q", rest)
+	}
+}
+
+// The Wallet page with real SoftHSM2 tokens: the key unlocked in the
+// window, its private wallet object written through a second session that
+// shares the page's login, and the meter card (a second token) opened with
+// the PIN typed in the form while the key stays logged in.
+func TestUIWalletOnSoftHSM(t *testing.T) {
+	f := newTokenFixture(t)
+	k := provisionKey(t, f.s, "ui-wallet-key", f.pki, time.Now().Add(-time.Hour), 0)
+	card := f.s.NewTestToken(t, "Meter card UI")
+	loads := newLoadServer(t, f.pki, loadService)
+	f.gw.mu.Lock()
+	f.gw.loads = loads
+	f.gw.mu.Unlock()
+	cfg := f.config(t, k, t.TempDir(), "pin: {file: "+pinFile(t, k.UserPIN)+"}")
+	// The power company binds the card to the key, with the CLI.
+	if r := f.exec(t, nil, []string{"GRIDPAY_CARD_PIN=" + card.UserPIN}, "--config", cfg, "card", "issue",
+		"--card-serial", card.Serial, "--card-number", "3301-0001-0042"); r.code != 0 {
+		t.Fatalf("card issue: %s", r)
+	}
+
+	a := newTestApp(t, cfg)
+	keys := newUIKeys(a, time.Hour)
+	ts := httptest.NewUnstartedServer(nil)
+	srv, err := newUIServer(a, ts.Listener.Addr().(*net.TCPAddr), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = srv
+	ts.Start()
+	t.Cleanup(ts.Close)
+	t.Cleanup(keys.close)
+	b := (&uiFixture{a: a, keys: keys, srv: srv, ts: ts, base: ts.URL}).browser(t)
+	if resp, body := b.login(k.UserPIN); resp.Request.URL.Path != "/overview" || !strings.Contains(body, `id="ov-wallet-balance">¥0.00`) {
+		t.Fatalf("login: %s\n%s", resp.Request.URL, body)
+	}
+	wantAll(t, "the wallet", b.page("/wallet"), `id="wallet-amount">¥0.00`, `id="card-number">****0042`, `data-present="true"`)
+
+	token, _ := b.askLoad("300.00")
+	_, body := b.confirmLoad(token)
+	wantAll(t, "the load", body, `data-outcome="confirmed"`, `id="result-amount">¥300.00`, `id="result-sequence">1`)
+	if resp, _ := b.confirmLoad(token); resp.StatusCode != 409 {
+		t.Fatalf("replayed confirmation: %d", resp.StatusCode)
+	}
+	loads.mu.Lock()
+	sent := len(loads.raw)
+	loads.mu.Unlock()
+	if sent != 1 {
+		t.Fatalf("%d load requests", sent)
+	}
+	wantAll(t, "the wallet after the load", b.page("/wallet"), `id="wallet-amount">¥300.00`, `data-verified="true"`, "日志链与签名已验证")
+
+	transfer := func(pin string) string {
+		t.Helper()
+		_, body := b.post("/wallet/card", url.Values{"csrf": {b.csrf}, "action": {"transfer"}, "amount": {"120.00"}, "card_pin": {pin}})
+		if strings.Contains(body, pin) || strings.Contains(body, "3301-0001-0042") {
+			t.Fatalf("the card's PIN or number is on the page:\n%s", body)
+		}
+		return body
+	}
+	wantAll(t, "a wrong card PIN", transfer(card.UserPIN+"9"), "电表卡 PIN 错误。", `id="wallet-amount">¥300.00`)
+	if keys.current() == nil {
+		t.Fatal("a wrong card PIN locked the USB key")
+	}
+	wantAll(t, "the transfer", transfer(card.UserPIN), `id="card-wallet-balance">¥180.00`, `id="card-balance">¥120.00`, `id="card-total">¥300.00`)
+	// The key's login outlived the card's: the pages go on.
+	wantAll(t, "the history", b.page("/history?kind=loads"), protocol.LoadID(k.Serial, 1), "共 1 笔，存入钱包 ¥300.00")
+	if resp, _ := b.post("/logout", url.Values{"csrf": {b.csrf}}); resp.Request.URL.Path != "/login" {
+		t.Fatalf("logout: %s", resp.Request.URL)
+	}
+
+	// The CLI, another process, reads what the window wrote on the tokens.
+	var w walletView
+	r := f.exec(t, nil, nil, "--config", cfg, "wallet", "--offline", "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &w) != nil || w.Balance != 180_00 || w.Sequence != 1 || !w.LogOK || w.Card != "****0042" {
+		t.Fatalf("client wallet after the window: %s", r)
+	}
+	var c cardView
+	r = f.exec(t, nil, []string{"GRIDPAY_CARD_PIN=" + card.UserPIN}, "--config", cfg, "card", "balance", "--card-serial", card.Serial, "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &c) != nil || c.CardBalance != 120_00 || c.Total != 300_00 {
+		t.Fatalf("client card balance after the window: %s", r)
 	}
 }

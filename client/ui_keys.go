@@ -160,6 +160,9 @@ func (k *uiKeys) login(ctx context.Context, pin []byte, allowFinalTry bool) (*ui
 	}
 	s := &uiSession{session: &session{key: key, id: id, gw: gw}, openedAt: k.now(), lastUsed: k.now()}
 	a.reportPINFailures(ctx, s.session)
+	// As every session of the key does: a load left open is settled by
+	// the wallet's state.
+	a.quiet().settleOpenLoad(ctx, s.session)
 	var me api.Me
 	switch err := gw.get(ctx, api.PathMe, nil, &me); {
 	case err == nil:

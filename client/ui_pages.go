@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -36,6 +37,12 @@ func (s *uiServer) routes() {
 	m.HandleFunc("GET /pay", s.withKey(s.payPage))
 	m.HandleFunc("POST /pay", s.withKey(s.paySubmit))
 	m.HandleFunc("GET /pay/{key}", s.withKey(s.payStatus))
+	m.HandleFunc("GET /wallet", s.withKey(s.walletPage))
+	m.HandleFunc("POST /wallet/load", s.withKey(s.loadSubmit))
+	m.HandleFunc("POST /wallet/load/confirm", s.withKey(s.loadConfirm))
+	m.HandleFunc("POST /wallet/load/cancel", s.withKey(s.loadCancel))
+	m.HandleFunc("GET /wallet/load/{id}", s.withKey(s.loadResultPage))
+	m.HandleFunc("POST /wallet/card", s.withKey(s.cardSubmit))
 	m.HandleFunc("/", s.notFound)
 	s.mux = m
 }
@@ -413,6 +420,13 @@ type overviewView struct {
 	Unpaid     int
 	Arrears    api.ArrearsSummary
 	NextDue    *platform.Bill
+	// Wallet is the wallet on the key, nil when it cannot be read.
+	Wallet *walletFigure
+}
+
+type walletFigure struct {
+	Balance  money.Fen
+	Sequence uint64
 }
 
 // shownAlerts is how many alerts the overview shows unfolded: a customer
@@ -454,6 +468,9 @@ func (s *uiServer) overview(w http.ResponseWriter, r *http.Request, ks *uiSessio
 		if b.Status == platform.BillOpen && (v.NextDue == nil || b.DueDate < v.NextDue.DueDate) {
 			v.NextDue = &b
 		}
+	}
+	if wal, err := s.readKeyWallet(ctx, ks); err == nil {
+		v.Wallet = &walletFigure{Balance: wal.Balance(), Sequence: wal.Sequence()}
 	}
 	for i, al := range me.Alerts {
 		av := alertText(p.Lang, al, byID, s.now())
@@ -697,15 +714,32 @@ func pdfFileName(id string) string {
 type historyView struct {
 	page
 	From, To, Q, Status string
-	FormErr             string
-	Items               []platform.Payment
-	Received            money.Fen
+	// Kind is "", "payments" or "loads".
+	Kind     string
+	FormErr  string
+	Items    []platform.Payment
+	Received money.Fen
+	// Loads are the key's loads (this computer's signed log); Loaded is
+	// what they put in the wallet.
+	ShowPayments, ShowLoads bool
+	Loads                   []loadRow
+	Loaded                  money.Fen
+	LogProblem              string
+	LoadStatuses            []string
 }
 
 func (s *uiServer) history(w http.ResponseWriter, r *http.Request, ks *uiSession) error {
 	p := s.page(r, "history", "hist.title")
 	qs := r.URL.Query()
-	v := historyView{page: p, From: qs.Get("from"), To: qs.Get("to"), Q: strings.TrimSpace(qs.Get("q")), Status: qs.Get("status")}
+	v := historyView{page: p, From: qs.Get("from"), To: qs.Get("to"), Q: strings.TrimSpace(qs.Get("q")), Status: qs.Get("status"),
+		Kind: qs.Get("kind"), LoadStatuses: loadHistoryStatuses}
+	if v.Kind != "payments" && v.Kind != "loads" {
+		v.Kind = ""
+	}
+	// A status belongs to payments or to loads: filtering by it shows those.
+	loadStatus := slices.Contains(loadHistoryStatuses, v.Status)
+	v.ShowPayments = v.Kind != "loads" && !loadStatus
+	v.ShowLoads = v.Kind != "payments" && (v.Status == "" || loadStatus)
 	q := url.Values{}
 	var f, t platform.Date
 	var err error
@@ -728,17 +762,32 @@ func (s *uiServer) history(w http.ResponseWriter, r *http.Request, ks *uiSession
 		s.render(w, http.StatusBadRequest, "history", v)
 		return nil
 	}
-	var list api.PaymentList
-	if err := ks.gw.get(r.Context(), api.PathPayments, q, &list); err != nil {
-		return err
-	}
-	for _, pay := range list.Items {
-		if !matchPayment(pay, v.Q, v.Status) {
-			continue
+	if v.ShowPayments {
+		var list api.PaymentList
+		if err := ks.gw.get(r.Context(), api.PathPayments, q, &list); err != nil {
+			return err
 		}
-		v.Items = append(v.Items, pay)
-		if pay.Status != platform.PaymentReversed {
-			v.Received += pay.Amount
+		for _, pay := range list.Items {
+			if !matchPayment(pay, v.Q, v.Status) {
+				continue
+			}
+			v.Items = append(v.Items, pay)
+			if pay.Status != platform.PaymentReversed {
+				v.Received += pay.Amount
+			}
+		}
+	}
+	if v.ShowLoads {
+		loads, problem := s.historyLoads(r.Context(), ks)
+		v.LogProblem = problem
+		for _, l := range loads {
+			if !matchLoad(l, f, t, v.Q, v.Status) {
+				continue
+			}
+			v.Loads = append(v.Loads, l)
+			if l.Status == histLoaded {
+				v.Loaded += l.Amount
+			}
 		}
 	}
 	s.render(w, http.StatusOK, "history", v)

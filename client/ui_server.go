@@ -86,6 +86,9 @@ type uiServer struct {
 	mu      sync.Mutex
 	clients map[[sha256.Size]byte]*uiClient // by SHA-256 of the cookie value
 	order   [][sha256.Size]byte             // oldest first, for eviction
+
+	// wallet holds the load confirmations and wallet results.
+	wallet walletActions
 }
 
 // uiClient is one browser session: the CSRF token its forms carry.
@@ -366,6 +369,9 @@ var pageFiles = map[string][]string{
 	"history":     {"history.html"},
 	"pay":         {"pay.html"},
 	"paystatus":   {"paystatus.html"},
+	"wallet":      {"wallet.html"},
+	"loadconfirm": {"loadconfirm.html"},
+	"loadresult":  {"loadresult.html"},
 	"error":       {"error.html"},
 }
 

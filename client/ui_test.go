@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ import (
 	"github.com/gridpay/gridpay/client/pinlock"
 	"github.com/gridpay/gridpay/hsm"
 	"github.com/gridpay/gridpay/internal/cli"
+	"github.com/gridpay/gridpay/money"
+	"github.com/gridpay/gridpay/protocol"
 )
 
 const testPIN = "246810"
@@ -631,16 +634,17 @@ func TestUIOverview(t *testing.T) {
 		// The critical alert rebuilt in Chinese from its bill.
 		"2026-01 电费账单已逾期", "应缴 ¥133,925.34，其中违约金 ¥1,234.56",
 		"2026-03 电费账单将于 2026-04-15 到期",
-		// The Pay page is in the navigation; the wallet is a placeholder
-		// until loads arrive.
-		`href="/pay"`, "随圈存功能上线",
+		// Pay and Wallet are in the navigation; the wallet's card is
+		// there even when the key's wallet cannot be read (no PKCS#11
+		// module here).
+		`href="/pay"`, `href="/wallet" id="nav-wallet"`, `id="wallet-card"`, "无法读取 USB 密钥上的钱包",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("overview lacks %q", want)
 		}
 	}
-	if strings.Contains(body, `href="/wallet`) {
-		t.Error("the overview links to a wallet page that does not exist yet")
+	if strings.Contains(body, "随圈存功能上线") || strings.Contains(body, `class="soon"`) {
+		t.Error("the wallet is still a placeholder in the navigation")
 	}
 	// Alerts come first, critical prominent.
 	if i, j := strings.Index(body, "alert-critical"), strings.Index(body, `id="balance-due"`); i < 0 || i > j {
@@ -1334,4 +1338,520 @@ func TestUISessionEndWaitsForRequests(t *testing.T) {
 	if s, _ := f.keys.acquire(); s != nil {
 		t.Fatal("an ended session was handed out")
 	}
+}
+
+// walletUIFixture is the window with a wallet: the in-memory key's data
+// objects, a meter card, and a gateway that answers loads as GridPay does
+// (it checks the key's signatures and signs allows with a load signer of
+// the test PKI).
+type walletUIFixture struct {
+	*uiFixture
+	loads *loadServer
+	objs  *memObjects
+	cards map[string]*memCard // guarded by uiFixture.mu
+	// cardPINs are the PINs the card was opened with, as typed.
+	cardPINs []string
+}
+
+const cardPIN = "card-pin-7319"
+
+func newWalletUIFixture(t *testing.T) *walletUIFixture {
+	t.Helper()
+	f := &walletUIFixture{uiFixture: newUIFixture(t), objs: newMemObjects(), cards: map[string]*memCard{}}
+	f.loads = newLoadServer(t, f.mem.pki, loadService)
+	f.mem.gw.mu.Lock()
+	f.mem.gw.loads = f.loads
+	f.mem.gw.mu.Unlock()
+	f.cards["Meter card"] = &memCard{memObjects: newMemObjects(), serial: "CARD0001", label: "Meter card", pin: cardPIN}
+	oldObjs, oldCard := openKeyObjects, openCard
+	t.Cleanup(func() { openKeyObjects, openCard = oldObjs, oldCard })
+	openKeyObjects = func(*app, *unlockedKey) (keyObjects, func() error, error) {
+		return f.objs, func() error { return nil }, nil
+	}
+	openCard = func(_ *app, sel hsm.Selector, pin []byte) (cardToken, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, c := range f.cards {
+			if sel.Label == c.label || sel.Serial == c.serial {
+				if pin != nil {
+					f.cardPINs = append(f.cardPINs, string(pin))
+					if string(pin) != c.pin {
+						return nil, hsm.ErrWrongPIN
+					}
+				}
+				return c, nil
+			}
+		}
+		return nil, hsm.ErrTokenAbsent
+	}
+	return f
+}
+
+// issueCard binds the meter card to the key as the power company does,
+// with the CLI.
+func (f *walletUIFixture) issueCard(t *testing.T) {
+	t.Helper()
+	t.Setenv("GRIDPAY_CARD_PIN", cardPIN)
+	r := f.mem.run(t, "card", "issue", "--card-label", "Meter card", "--card-number", "3301-0001-0007")
+	os.Unsetenv("GRIDPAY_CARD_PIN") // from now on the PIN is typed in the window
+	if r.err != nil {
+		t.Fatalf("card issue: %s", r)
+	}
+}
+
+func (f *walletUIFixture) sent() int {
+	f.loads.mu.Lock()
+	defer f.loads.mu.Unlock()
+	return len(f.loads.raw)
+}
+
+func (f *walletUIFixture) cardBalance(t *testing.T) money.Fen {
+	t.Helper()
+	var p cardPurse
+	if _, err := readJSONObject(context.Background(), f.cards["Meter card"], cardPurseLabel, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p.Balance
+}
+
+var confirmField = regexp.MustCompile(`name="confirm" value="([^"]+)"`)
+
+// askLoad submits the load form and returns the confirmation page and
+// its token.
+func (b *browser) askLoad(amount string) (token, body string) {
+	b.t.Helper()
+	resp, body := b.post("/wallet/load", url.Values{"csrf": {b.csrf}, "amount": {amount}})
+	m := confirmField.FindStringSubmatch(body)
+	if resp.StatusCode != 200 || m == nil {
+		b.t.Fatalf("load form with %s: %d\n%s", amount, resp.StatusCode, body)
+	}
+	return m[1], body
+}
+
+func (b *browser) confirmLoad(token string) (*http.Response, string) {
+	b.t.Helper()
+	return b.post("/wallet/load/confirm", url.Values{"csrf": {b.csrf}, "confirm": {token}})
+}
+
+func wantAll(t *testing.T, what, body string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(body, w) {
+			t.Errorf("%s lacks %q", what, w)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("%s:\n%s", what, body)
+	}
+}
+
+func TestUIWalletLoad(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	body := b.page("/wallet")
+	wantAll(t, "the empty wallet", body, `id="nav-wallet" class="active"`, `id="wallet-amount">¥0.00`, `id="wallet-sequence">0`,
+		`data-verified="false"`, "尚无签名状态", `id="load-form"`, `id="no-card"`, "本机还没有圈存或转账记录。", "30 秒")
+	// The page sent the key's signed wallet state, as "client wallet" does.
+	if k := f.loads.kinds(); len(k) != 1 || k[0] != protocol.ReportState {
+		t.Fatalf("reports %v", k)
+	}
+
+	// The amount first: a confirmation page, nothing signed yet.
+	token, body := b.askLoad("300.00")
+	wantAll(t, "the confirmation", body, `id="load-confirm-page" data-state="waiting"`, `id="confirm-amount">¥300.00`,
+		`id="confirm-account">6222-0001-7788`, testSerial, "¥0.00 → <strong>¥300.00</strong>", `data-seconds="30"`, `name="csrf"`)
+	if f.sent() != 0 {
+		t.Fatal("a load request was sent before the confirmation")
+	}
+	// Confirmed: the key signs, GridPay allows, the wallet takes it, and
+	// the browser lands on the result (reloading it repeats nothing).
+	resp, body := b.confirmLoad(token)
+	result := resp.Request.URL.Path
+	if resp.StatusCode != 200 || !strings.HasPrefix(result, "/wallet/load/") {
+		t.Fatalf("confirm: %d at %s\n%s", resp.StatusCode, result, body)
+	}
+	load1 := protocol.LoadID(testSerial, 1)
+	wantAll(t, "the result", body, `data-outcome="confirmed"`, "圈存成功", `id="outcome-amount">¥300.00`, load1,
+		`id="result-amount">¥300.00`, `id="result-sequence">1`, "已确认")
+	f.loads.mu.Lock()
+	req := f.loads.requests[0]
+	f.loads.mu.Unlock()
+	if req.Amount != 300_00 || req.Account != testMe.Customer.AccountNumber || req.Sequence != 1 || req.WalletBalance != 0 {
+		t.Fatalf("request %+v", req)
+	}
+	if again := b.page(result); !strings.Contains(again, `data-outcome="confirmed"`) || f.sent() != 1 {
+		t.Fatalf("reloading the result: %d requests\n%s", f.sent(), again)
+	}
+	// The same confirmation again (a replayed or resubmitted form): spent.
+	resp, body = b.confirmLoad(token)
+	if resp.StatusCode != 409 || !strings.Contains(body, `data-outcome="used"`) || !strings.Contains(body, `href="`+result+`"`) || f.sent() != 1 {
+		t.Fatalf("replayed confirmation: %d, %d requests\n%s", resp.StatusCode, f.sent(), body)
+	}
+
+	body = b.page("/wallet")
+	wantAll(t, "the wallet after the load", body, `id="wallet-amount">¥300.00`, `id="wallet-sequence">1`, `data-verified="true"`,
+		"✓ 已验证", `id="wallet-lastload">`+load1, `class="log-load"`, "日志链与签名已验证")
+
+	// A confirmation belongs to the browser session that asked for it.
+	token2, _ := b.askLoad("5.00")
+	other := f.browser(t)
+	other.page("/wallet")
+	if resp, body := other.confirmLoad(token2); resp.StatusCode != 409 || !strings.Contains(body, `data-outcome="unknown"`) || f.sent() != 1 {
+		t.Fatalf("another session's confirmation: %d\n%s", resp.StatusCode, body)
+	}
+	if _, body := b.confirmLoad(token2); !strings.Contains(body, `id="result-amount">¥305.00`) || !strings.Contains(body, `id="result-sequence">2`) {
+		t.Fatalf("second load:\n%s", body)
+	}
+	// Cancelled: the confirmation is gone.
+	token3, _ := b.askLoad("7.00")
+	if resp, _ := b.post("/wallet/load/cancel", url.Values{"csrf": {b.csrf}, "confirm": {token3}}); resp.Request.URL.Path != "/wallet" {
+		t.Fatalf("cancel went to %s", resp.Request.URL)
+	}
+	if resp, body := b.confirmLoad(token3); resp.StatusCode != 409 || !strings.Contains(body, `data-outcome="unknown"`) || f.sent() != 2 {
+		t.Fatalf("a cancelled confirmation: %d\n%s", resp.StatusCode, body)
+	}
+
+	// The overview shows the wallet; the history lists the loads.
+	wantAll(t, "the overview", b.page("/overview"), `id="ov-wallet-balance">¥305.00`, "联机交易序号 2")
+	load2 := protocol.LoadID(testSerial, 2)
+	body = b.page("/history")
+	wantAll(t, "the history", body, `<td class="ref">GP-7F3A</td>`, `id="loads-table"`, `<td class="load-id mono">`+load1+`</td>`,
+		`<td class="load-id mono">`+load2+`</td>`, "已存入钱包", "共 2 笔，存入钱包 ¥305.00")
+	if strings.Index(body, load2) > strings.Index(body, load1) {
+		t.Error("the loads are not newest first")
+	}
+	loadIDs := regexp.MustCompile(`<td class="load-id mono">([^<]+)</td>`)
+	for q, want := range map[string][]string{
+		"kind=payments":   nil,
+		"kind=loads":      {load2, load1},
+		"status=loaded":   {load2, load1},
+		"status=refused":  nil,
+		"status=posted":   nil,
+		"q=" + load1[5:]:  {load1},
+		"q=GP-7F3A":       nil,
+		"from=2000-01-01": {load2, load1},
+		"to=2000-01-01":   nil,
+	} {
+		body := b.page("/history?" + q)
+		var got []string
+		for _, m := range loadIDs.FindAllStringSubmatch(body, -1) {
+			got = append(got, m[1])
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("history?%s: loads %v, want %v", q, got, want)
+		}
+		// A load status or kind=loads hides the payments, and the other
+		// way round.
+		loadsOnly := q == "kind=loads" || q == "status=loaded" || q == "status=refused"
+		paymentsOnly := q == "kind=payments" || q == "status=posted"
+		if strings.Contains(body, `id="payments-title"`) == loadsOnly || strings.Contains(body, `id="loads-title"`) == paymentsOnly {
+			t.Errorf("history?%s: the wrong sections", q)
+		}
+	}
+}
+
+func TestUIWalletConfirmationExpires(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	token, _ := b.askLoad("10.00")
+	f.advance(31 * time.Second) // load.confirm_timeout is 30 s
+	resp, body := b.confirmLoad(token)
+	if resp.StatusCode != 409 || !strings.Contains(body, `data-outcome="expired"`) || !strings.Contains(body, "超过 30 秒 未确认：未签名、未发送任何请求，未扣款。") {
+		t.Fatalf("expired confirmation: %d\n%s", resp.StatusCode, body)
+	}
+	// Nothing was signed: no request, no attempt on the key.
+	if f.sent() != 0 {
+		t.Fatalf("%d load requests after an expired confirmation", f.sent())
+	}
+	if b, found, _ := readObject(context.Background(), f.objs, walletLabel); found && strings.Contains(string(b), `"attempt"`) {
+		t.Fatalf("an attempt on the key after an expired confirmation: %s", b)
+	}
+	// Confirming it again later changes nothing.
+	if resp, _ := b.confirmLoad(token); resp.StatusCode != 409 || f.sent() != 0 {
+		t.Fatal("an expired confirmation was used")
+	}
+	// Just in time, it goes through.
+	token, _ = b.askLoad("10.00")
+	f.advance(29 * time.Second)
+	if _, body := b.confirmLoad(token); !strings.Contains(body, `data-outcome="confirmed"`) || f.sent() != 1 {
+		t.Fatalf("confirmed in time:\n%s", body)
+	}
+}
+
+func TestUIWalletBadAmounts(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	for amount, want := range map[string]string{
+		"":                   "请输入金额，例如 500.00。",
+		"   ":                "请输入金额，例如 500.00。",
+		"abc":                "金额格式不正确",
+		"-5":                 "金额格式不正确",
+		"1e3":                "金额格式不正确",
+		"12.3.4":             "金额格式不正确",
+		"0":                  "金额必须大于 0。",
+		"0.00":               "金额必须大于 0。",
+		"1.234":              "金额最多两位小数（分为最小单位）。",
+		"9999999999999.00":   "金额格式不正确",
+		"<script>x</script>": "金额格式不正确",
+	} {
+		resp, body := b.post("/wallet/load", url.Values{"csrf": {b.csrf}, "amount": {amount}})
+		if resp.StatusCode != 400 || !strings.Contains(body, `id="load-error"`) || !strings.Contains(body, want) ||
+			strings.Contains(body, "load-confirm-page") || strings.Contains(body, "<script>x") {
+			t.Errorf("amount %q: %d\n%s", amount, resp.StatusCode, body)
+		}
+	}
+	if f.sent() != 0 {
+		t.Fatalf("%d load requests for bad amounts", f.sent())
+	}
+	// The amount typed comes back in the form, escaped.
+	_, body := b.post("/wallet/load", url.Values{"csrf": {b.csrf}, "amount": {`1.234"x`}})
+	if !strings.Contains(body, `value="1.234&#34;x"`) {
+		t.Errorf("the amount typed is not back in the form:\n%s", body)
+	}
+}
+
+func TestUIWalletRefusals(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	// GridPay refuses (the prepaid account holds too little): nothing taken.
+	f.loads.mu.Lock()
+	f.loads.refuse = &api.Error{Code: api.CodeLoadRefused, Message: "the prepaid account holds ¥10.00, less than ¥300.00"}
+	f.loads.mu.Unlock()
+	token, _ := b.askLoad("300.00")
+	_, body := b.confirmLoad(token)
+	wantAll(t, "refused by GridPay", body, `data-outcome="declined"`, "GridPay 拒绝了本次圈存", "未扣款",
+		"the prepaid account holds ¥10.00, less than ¥300.00", `id="result-amount">¥0.00`, `id="result-sequence">0`)
+
+	// The key refuses GridPay's allow (expired on arrival): the wallet is
+	// unchanged, the refund follows the allow's expiry.
+	f.loads.mu.Lock()
+	f.loads.refuse, f.loads.edit = nil, expireNow
+	f.loads.mu.Unlock()
+	token, _ = b.askLoad("300.00")
+	_, body = b.confirmLoad(token)
+	wantAll(t, "refused by the key", body, `data-outcome="refused"`, "USB 密钥拒绝了 GridPay 的圈存指令", "将在指令过期（",
+		"the allow expired", `id="outcome-status">正在撤销（指令过期后退款）`, `id="result-amount">¥0.00`, protocol.LoadID(testSerial, 2))
+
+	body = b.page("/history?status=refused")
+	wantAll(t, "refused loads in the history", body, protocol.LoadID(testSerial, 1), protocol.LoadID(testSerial, 2), "未存入",
+		"共 2 笔，存入钱包 ¥0.00", "allow refused: the allow expired")
+	// The wallet page: the allow the key gave up, while GridPay settles it.
+	body = b.page("/wallet")
+	wantAll(t, "the wallet with a refused allow", body, `id="wallet-amount">¥0.00`, `class="log-load-refused"`)
+}
+
+// Every way a load can end has its words.
+func TestUILoadOutcomes(t *testing.T) {
+	q := loadQuestion{Amount: 12_00, Account: "A-1", TokenSerial: testSerial}
+	gw := &gatewayError{Status: 409, Code: api.CodeLoadPending, Message: "load 1 is still being settled"}
+	for _, c := range []struct {
+		res  *loadResult
+		err  error
+		kind string
+	}{
+		{&loadResult{Status: "confirmed"}, nil, "confirmed"},
+		{&loadResult{Status: "applied, not confirmed"}, nil, "credited"},
+		{&loadResult{Status: "cancelling", refused: true}, fail(cli.ExitError, nil, "not applied"), "refused"},
+		{nil, fail(cli.ExitError, errLoadNotConfirmed, "not confirmed"), "expired"},
+		{nil, fail(cli.ExitUnavailable, fmt.Errorf("%w: %w", errLoadOutcomeUnknown, errors.New("timeout")), "unknown"), "pending"},
+		{nil, loadRefusal(gw), "declined"},
+		{nil, fail(cli.ExitAuth, fmt.Errorf("%w: bad signature", ErrWalletInvalid), "does not verify"), "failed"},
+	} {
+		o := loadOutcomeOf(langZH, q, c.res, c.err)
+		if o.Kind != c.kind {
+			t.Errorf("%v / %v: %s, want %s", c.res, c.err, o.Kind, c.kind)
+		}
+	}
+
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	req, _ := http.NewRequest(http.MethodGet, f.base, nil)
+	req.AddCookie(b.cookie())
+	client := f.srv.clientOf(req)
+	for _, lang := range []string{"zh-CN", "en"} {
+		b.post("/lang", url.Values{"csrf": {b.csrf}, "lang": {lang}, "back": {"/wallet"}})
+		for _, kind := range []string{"confirmed", "credited", "refused", "declined", "pending", "expired", "used", "unknown", "failed"} {
+			o := &loadOutcome{Kind: kind, Amount: 12_00, Status: "applied, not confirmed", Err: &uiErr{Title: "x"}}
+			id, err := f.srv.wallet.keep(&walletResult{client: client, load: o})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := b.page("/wallet/load/" + id)
+			if strings.Contains(stripTags(body), "wal.") || strings.Contains(body, "load.st.") || !strings.Contains(body, `data-outcome="`+kind+`"`) ||
+				!strings.Contains(body, "status-load-applied-not-confirmed") {
+				t.Errorf("%s outcome %s:\n%s", lang, kind, body)
+			}
+		}
+	}
+	// Results are the session's own.
+	other := f.browser(t)
+	id, _ := f.srv.wallet.keep(&walletResult{client: client, load: &loadOutcome{Kind: "confirmed"}})
+	if resp, _ := other.get("/wallet/load/" + id); resp.StatusCode != 404 {
+		t.Fatalf("another session's result: %d", resp.StatusCode)
+	}
+}
+
+func TestUIWalletCard(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	f.issueCard(t)
+	token, _ := b.askLoad("300.00")
+	b.confirmLoad(token)
+	body := b.page("/wallet")
+	wantAll(t, "the wallet with a card", body, `id="card-number">****0007`, `data-present="true"`, "已检测到电表卡",
+		`<input type="password" name="card_pin" id="card-pin" autocomplete="off"`)
+	if strings.Contains(body, "3301-0001-0007") {
+		t.Fatal("the card number is on the page")
+	}
+	card := func(action, amount, pin string) (*http.Response, string) {
+		t.Helper()
+		form := url.Values{"csrf": {b.csrf}, "action": {action}, "amount": {amount}}
+		if pin != "" {
+			form.Set("card_pin", pin)
+		}
+		return b.post("/wallet/card", form)
+	}
+	noPIN := func(what, body string) {
+		t.Helper()
+		if strings.Contains(body, cardPIN) || strings.Contains(body, "wrong-pin-5") || strings.Contains(body, "3301-0001-0007") {
+			t.Fatalf("%s: the PIN or the card number is on the page\n%s", what, body)
+		}
+	}
+
+	// A transfer with the PIN typed in the form: the wallet and the card
+	// after, adding up to what was loaded.
+	resp, body := card("transfer", "120.00", cardPIN)
+	if resp.Request.URL.Path != "/wallet" || !strings.HasPrefix(resp.Request.URL.RawQuery, "card=") {
+		t.Fatalf("transfer went to %s", resp.Request.URL)
+	}
+	wantAll(t, "the transfer", body, `id="card-result"`, "已将 ¥120.00 转入电表卡 ****0007。", `id="card-wallet-balance">¥180.00`,
+		`id="card-balance">¥120.00`, `id="card-total">¥300.00`, `id="wallet-amount">¥180.00`, `class="log-card-transfer"`)
+	noPIN("transfer", body)
+	if got := f.cardBalance(t); got != 120_00 {
+		t.Fatalf("the card holds %s", got.Display())
+	}
+	f.mu.Lock()
+	typed := f.cardPINs[len(f.cardPINs)-1]
+	f.mu.Unlock()
+	if typed != cardPIN {
+		t.Fatalf("the card was opened with %q", typed)
+	}
+	// Reloading the result moves nothing.
+	b.page(resp.Request.URL.RequestURI())
+	if got := f.cardBalance(t); got != 120_00 {
+		t.Fatalf("reloading moved money: the card holds %s", got.Display())
+	}
+	// Read the balance only.
+	_, body = card("balance", "", cardPIN)
+	wantAll(t, "the card's balance", body, "电表卡余额已读取。", `id="card-balance">¥120.00`, `id="card-wallet-balance">¥180.00`)
+	noPIN("balance", body)
+
+	// A wrong PIN: told, nothing moved, the key's session goes on.
+	_, body = card("transfer", "10.00", "wrong-pin-5")
+	wantAll(t, "a wrong card PIN", body, `id="card-failed"`, "电表卡 PIN 错误。")
+	noPIN("wrong PIN", body)
+	if f.keys.current() == nil || f.cardBalance(t) != 120_00 {
+		t.Fatal("a wrong card PIN ended the session or moved money")
+	}
+	// More than the wallet holds.
+	_, body = card("transfer", "180.01", cardPIN)
+	wantAll(t, "too much", body, "钱包余额不足。")
+	// Form errors: no PIN, a bad amount; the PIN is never written back.
+	resp, body = card("transfer", "1.00", "")
+	if resp.StatusCode != 400 || !strings.Contains(body, "请输入电表卡 PIN。") {
+		t.Fatalf("no PIN: %d\n%s", resp.StatusCode, body)
+	}
+	resp, body = card("transfer", "1.234", cardPIN)
+	if resp.StatusCode != 400 || !strings.Contains(body, `id="card-error"`) || !strings.Contains(body, "金额最多两位小数") {
+		t.Fatalf("bad amount: %d\n%s", resp.StatusCode, body)
+	}
+	noPIN("bad amount", body)
+	if f.cardBalance(t) != 120_00 {
+		t.Fatal("money moved on a refused form")
+	}
+
+	// The card taken out of the reader: said so, the session goes on.
+	f.mu.Lock()
+	delete(f.cards, "Meter card")
+	f.mu.Unlock()
+	body = b.page("/wallet")
+	wantAll(t, "no card in the reader", body, `data-present="false"`, "未检测到电表卡：请插入")
+	_, body = card("transfer", "10.00", cardPIN)
+	wantAll(t, "a transfer without the card", body, "未检测到电表卡：请将电表卡插入读卡器。", `id="wallet-amount">¥180.00`)
+	if f.keys.current() == nil {
+		t.Fatal("the card's absence ended the key's session")
+	}
+}
+
+func TestUIWalletNotVerified(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	token, _ := b.askLoad("500.00")
+	b.confirmLoad(token)
+	// Someone raises the balance inside the signed state on the key.
+	f.objs.edit(t, walletLabel, func(v []byte) []byte {
+		var rec walletRecord
+		json.Unmarshal(v, &rec)
+		st, _ := protocol.DecodeWalletState(rec.State)
+		st.Balance = 5_000_00
+		rec.State, _ = protocol.EncodeWalletState(st)
+		out, _ := json.Marshal(rec)
+		return out
+	})
+	body := b.page("/wallet")
+	wantAll(t, "a forged wallet", body, `id="wallet-invalid"`, "未通过 GridPay 签名校验")
+	if strings.Contains(body, `id="load-form"`) || strings.Contains(body, "¥5,000.00") {
+		t.Fatalf("a forged wallet can be loaded or shows its balance:\n%s", body)
+	}
+	resp, body := b.post("/wallet/load", url.Values{"csrf": {b.csrf}, "amount": {"1.00"}})
+	if resp.StatusCode != 400 || strings.Contains(body, "load-confirm-page") || f.sent() != 1 {
+		t.Fatalf("load on a forged wallet: %d\n%s", resp.StatusCode, body)
+	}
+	if f.keys.current() == nil {
+		t.Fatal("a forged wallet ended the key's session")
+	}
+	if body := b.page("/overview"); !strings.Contains(body, "无法读取 USB 密钥上的钱包") {
+		t.Error("the overview shows a forged wallet")
+	}
+}
+
+func TestUIWalletEnglish(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.post("/lang", url.Values{"csrf": {b.csrf}, "lang": {"en"}, "back": {"/login"}})
+	b.loggedIn()
+	f.issueCard(t)
+	noChinese := func(what, body string) {
+		t.Helper()
+		if text := stripTags(body); strings.ContainsAny(text, "钱包圈存确认电表卡余额序号签名") {
+			t.Errorf("Chinese on the English %s:\n%s", what, text)
+		}
+	}
+	body := b.page("/wallet")
+	wantAll(t, "the English wallet", body, `lang="en"`, "Wallet balance", "Online sequence number", "Nothing signed yet",
+		"Load: from the prepaid account into the wallet", "Meter card", "****0007", "card present", "Move onto the card", "30 s")
+	noChinese("wallet", body)
+	_, body = b.post("/wallet/load", url.Values{"csrf": {b.csrf}, "amount": {"1.234"}})
+	wantAll(t, "an English amount error", body, "At most two decimals")
+	token, body := b.askLoad("88.80")
+	wantAll(t, "the English confirmation", body, "Confirm the load", "¥88.80", "Confirm and sign the load", "Cancel")
+	noChinese("confirmation", body)
+	_, body = b.confirmLoad(token)
+	wantAll(t, "the English result", body, "Loaded", "¥88.80 went from prepaid account 6222-0001-7788 onto the wallet", "confirmed")
+	noChinese("result", body)
+	_, body = b.post("/wallet/card", url.Values{"csrf": {b.csrf}, "action": {"transfer"}, "amount": {"8.80"}, "card_pin": {cardPIN}})
+	wantAll(t, "the English transfer", body, "Moved ¥8.80 onto meter card ****0007.", "Together")
+	noChinese("transfer", body)
+	body = b.page("/history")
+	wantAll(t, "the English history", body, "History: payments and loads", "Loads (prepaid account", "in the wallet", "1 load(s), ¥88.80 put in the wallet")
+	noChinese("history", body)
+	body = b.page("/overview")
+	wantAll(t, "the English overview", body, "Wallet (USB key)", "¥80.00", "sequence 1")
 }

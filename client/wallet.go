@@ -563,45 +563,9 @@ refunded to your prepaid account if not).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withSession(cmd.Context(), func(ctx context.Context, s *session) error {
-				o, closeObjs, err := openKeyObjects(a, s.key)
-				if err != nil {
-					return fail(cli.ExitUnavailable, err, "%v", err)
-				}
-				defer closeObjs()
-				roots, err := loadRoots(a.cfg.CAFile)
+				v, err := a.walletOf(ctx, s, offline, recent)
 				if err != nil {
 					return err
-				}
-				w, err := readWallet(ctx, o, roots, s.key.TokenSerial)
-				if err != nil {
-					return fail(cli.ExitAuth, err, "%v; please contact the power company", err)
-				}
-				v := walletView{TokenSerial: s.key.TokenSerial, Offline: offline}
-				if !offline {
-					ans, err := a.reportWallet(ctx, s, o, &w)
-					if err != nil {
-						a.warn("the wallet's state could not be sent to the gateway (%v); showing the key only", err)
-						v.Offline = true
-					}
-					v.Loads, v.Confirmed = ans.Loads, ans.Confirmed
-				}
-				v.Balance, v.Sequence, v.LastLoad, v.SpentToCard = w.Balance(), w.Sequence(), w.LastLoad(), w.rec.Spent
-				if w.state != nil {
-					at := w.state.SignedAt
-					v.SignedAt = &at
-				}
-				v.Attempt, v.Transfer = w.rec.Attempt, w.rec.Transfer
-				if b, found, err := readCardBinding(ctx, o); err == nil && found {
-					v.Card = maskCard(b.CardNumber)
-				}
-				entries, ok, problem := readWalletLog(a.walletLogPath(s.key.TokenSerial), s.key.Leaf)
-				v.LogOK, v.LogIssue = ok, problem
-				if n := len(entries); n > recent {
-					entries = entries[n-recent:]
-				}
-				v.Recent = append([]walletLogEntry{}, entries...)
-				if !ok {
-					a.warn("the local wallet log %s does not verify: %s", a.walletLogPath(s.key.TokenSerial), problem)
 				}
 				return a.out.Print(v, func(w io.Writer) { renderWallet(w, v) })
 			})
@@ -610,6 +574,53 @@ refunded to your prepaid account if not).`,
 	cmd.Flags().BoolVar(&offline, "offline", false, "read the key only; do not send the wallet's state to the gateway")
 	cmd.Flags().IntVar(&recent, "recent", 10, "how many log entries to show")
 	return cmd
+}
+
+// walletOf reads and verifies the wallet on the key and, unless offline,
+// sends its signed state to the gateway (settling a load left open), with
+// the last recent entries of the local log.
+func (a *app) walletOf(ctx context.Context, s *session, offline bool, recent int) (walletView, error) {
+	o, closeObjs, err := openKeyObjects(a, s.key)
+	if err != nil {
+		return walletView{}, fail(cli.ExitUnavailable, err, "%v", err)
+	}
+	defer closeObjs()
+	roots, err := loadRoots(a.cfg.CAFile)
+	if err != nil {
+		return walletView{}, err
+	}
+	w, err := readWallet(ctx, o, roots, s.key.TokenSerial)
+	if err != nil {
+		return walletView{}, fail(cli.ExitAuth, err, "%v; please contact the power company", err)
+	}
+	v := walletView{TokenSerial: s.key.TokenSerial, Offline: offline}
+	if !offline {
+		ans, err := a.reportWallet(ctx, s, o, &w)
+		if err != nil {
+			a.warn("the wallet's state could not be sent to the gateway (%v); showing the key only", err)
+			v.Offline = true
+		}
+		v.Loads, v.Confirmed = ans.Loads, ans.Confirmed
+	}
+	v.Balance, v.Sequence, v.LastLoad, v.SpentToCard = w.Balance(), w.Sequence(), w.LastLoad(), w.rec.Spent
+	if w.state != nil {
+		at := w.state.SignedAt
+		v.SignedAt = &at
+	}
+	v.Attempt, v.Transfer = w.rec.Attempt, w.rec.Transfer
+	if b, found, err := readCardBinding(ctx, o); err == nil && found {
+		v.Card = maskCard(b.CardNumber)
+	}
+	entries, ok, problem := readWalletLog(a.walletLogPath(s.key.TokenSerial), s.key.Leaf)
+	v.LogOK, v.LogIssue = ok, problem
+	if n := len(entries); n > recent {
+		entries = entries[n-recent:]
+	}
+	v.Recent = append([]walletLogEntry{}, entries...)
+	if !ok {
+		a.warn("the local wallet log %s does not verify: %s", a.walletLogPath(s.key.TokenSerial), problem)
+	}
+	return v, nil
 }
 
 func renderWallet(w io.Writer, v walletView) {

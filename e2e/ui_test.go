@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +25,9 @@ import (
 
 	"github.com/gridpay/gridpay/api"
 	"github.com/gridpay/gridpay/internal/testenv"
+	"github.com/gridpay/gridpay/money"
 	"github.com/gridpay/gridpay/platform"
+	"github.com/gridpay/gridpay/store"
 )
 
 // chromiumPath is where Debian's package chromium, which scripts/deps.sh installs, puts the browser.
@@ -213,17 +216,27 @@ func countElems(t *testing.T, ctx context.Context, css string) int {
 
 // A customer in arrears uses the window in a real browser against the real
 // stack: wrong PIN, login, overview with the arrears alert, consumption,
-// bills and the PDF e-bill, history, English, logout. The endpoint refuses
-// what does not come from that browser.
+// bills and the PDF e-bill, history, a bill paid through UnionPay, the
+// wallet loaded from the prepaid account through the confirmation step,
+// English, logout. The endpoint refuses what does not come from that
+// browser.
 func TestWebUIInChromium(t *testing.T) {
 	ctx := newChromium(t)
 	s := newStack(t)
+	s.issueLoadSigner()
 	s.startSimulator()
 	s.startUnionPay()
 	s.startWorker()
 	s.startGateway()
-	k := s.provision(s.customer("--overdue", "--type", "large_industry"), "key-ui")
+	customer := s.customer("--overdue", "--type", "large_industry")
+	k := s.provision(customer, "key-ui")
+	s.fund(customer, money.Yuan(1_000))
 	pin := strings.TrimSpace(readFile(t, k.pinFile))
+	// The meter card, bound to the key by the power company (the CLI).
+	cardPIN := s.secret("card.pin", "pin-card-ui")
+	s.admin("tokens", "init", "--token-label", "meter-card-ui", "--so-pin-file", s.secret("card.so", "so-pin-card-ui"), "--pin-file", cardPIN)
+	cardArgs := []string{"--card-label", "meter-card-ui", "--card-pin-file", cardPIN}
+	k.clientJSON(&struct{}{}, append([]string{"card", "issue", "--card-number", "3301-0001-0042"}, cardArgs...)...)
 
 	// What the CLI sees, to compare with the window.
 	var me struct {
@@ -373,21 +386,44 @@ func TestWebUIInChromium(t *testing.T) {
 	browse(t, pctx, "posted", chromedp.Navigate(statusURL), chromedp.WaitVisible(chromedp.CSS(`#pay-state[data-status="posted"]`)))
 	shot.take("12-pay-posted")
 
+	loadID := loadWalletInChromium(t, ctx, s, shot, "pin-card-ui")
+
 	// English.
 	browse(t, ctx, "English", chromedp.Click(chromedp.ID("lang")), chromedp.WaitReady(chromedp.CSS(`html[lang="en"]`)))
 	browse(t, ctx, "overview in English", chromedp.Click(chromedp.ID("nav-overview")), chromedp.WaitVisible(chromedp.ID("balance-due")))
 	if h := pageText(t, ctx, "#balance-due h2"); h != "Balance due" {
 		t.Fatalf("English overview heading %q", h)
 	}
-	shot.take("13-overview-en")
+	if w := pageText(t, ctx, "#ov-wallet-balance"); w != "¥180.00" {
+		t.Fatalf("the overview's wallet shows %q", w)
+	}
+	shot.take("18-overview-en")
+	browse(t, ctx, "wallet in English", chromedp.Click(chromedp.ID("nav-wallet")), chromedp.WaitVisible(chromedp.ID("wallet-amount")))
+	shot.take("19-wallet-en")
 
 	// Log out: the key is locked again.
 	browse(t, ctx, "log out", chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("ended")))
 	if e := pageText(t, ctx, "#ended"); !strings.Contains(e, "Logged out") {
 		t.Fatalf("after logout: %q", e)
 	}
-	shot.take("14-logged-out")
+	shot.take("20-logged-out")
 	browse(t, ctx, "locked again", chromedp.Navigate(ui.base+"/overview"), chromedp.WaitVisible(chromedp.ID("pin")))
+
+	// The CLI finds on the tokens what the window did, and GridPay and
+	// the platform agree on the money: what GridPay credited is in the
+	// wallet and on the card.
+	if w := k.wallet(); w.Balance != money.Yuan(180) || w.Sequence != 1 || !w.LogOK {
+		t.Fatalf("client wallet after the window: %+v", w)
+	}
+	var c cardOutput
+	k.clientJSON(&c, append([]string{"card", "balance"}, cardArgs...)...)
+	if l := s.waitLoad(loadID, store.LoadConfirmed, 10*time.Second); l.ConfirmedBy != store.ConfirmedByReceipt {
+		t.Fatalf("the window's load %+v", l)
+	}
+	if credited := s.checkLoadMoney(true)[kTokenSerial(t, s, k)]; credited != money.Yuan(300) || c.CardBalance != money.Yuan(120) ||
+		c.WalletBalance+c.CardBalance != credited {
+		t.Fatalf("GridPay credited %s; the wallet holds %s and the card %s", credited.Display(), c.WalletBalance.Display(), c.CardBalance.Display())
+	}
 
 	// The wrong PIN typed in the window reached the gateway's audit log at
 	// the next login, as the CLI's do.
@@ -398,6 +434,80 @@ func TestWebUIInChromium(t *testing.T) {
 	if reported != 1 {
 		t.Fatalf("%d wrong PINs in the audit log, want 1", reported)
 	}
+}
+
+// loadWalletInChromium loads 300.00 from the funded prepaid account onto
+// the key's wallet through the Wallet page and its confirmation step,
+// moves 120.00 on to the meter card with the card's PIN typed in the page,
+// and finds the load in the history. It returns the load's ID.
+func loadWalletInChromium(t *testing.T, ctx context.Context, s *stack, shot *shots, cardPIN string) string {
+	t.Helper()
+	browse(t, ctx, "wallet", chromedp.Click(chromedp.ID("nav-wallet")), chromedp.WaitVisible(chromedp.ID("load-form")))
+	if b, seq := pageText(t, ctx, "#wallet-amount"), pageText(t, ctx, "#wallet-sequence"); b != "¥0.00" || seq != "0" {
+		t.Fatalf("a new key's wallet holds %s at sequence %s", b, seq)
+	}
+	shot.take("13-wallet")
+
+	// A bad amount is refused with a message, before any confirmation.
+	browse(t, ctx, "bad amount", chromedp.SendKeys(chromedp.ID("load-amount"), "12.345"), chromedp.Click(chromedp.ID("load-next")),
+		chromedp.WaitVisible(chromedp.ID("load-error")))
+	if msg := pageText(t, ctx, "#load-error"); !strings.Contains(msg, "两位小数") {
+		t.Fatalf("bad amount message %q", msg)
+	}
+	browse(t, ctx, "amount", chromedp.SetValue(chromedp.ID("load-amount"), "300.00"), chromedp.Click(chromedp.ID("load-next")),
+		chromedp.WaitVisible(chromedp.ID("load-confirm-page")))
+	if a := pageText(t, ctx, "#confirm-amount"); a != "¥300.00" {
+		t.Fatalf("the confirmation shows %q", a)
+	}
+	// The countdown runs (load.confirm_timeout, 30 s by default).
+	first := pageText(t, ctx, "#countdown")
+	browse(t, ctx, "countdown", chromedp.Poll[chromedp.Void](`document.getElementById("countdown").textContent !== `+strconv.Quote(first),
+		chromedp.WithPollingTimeout(5*time.Second)))
+	shot.take("14-wallet-confirm")
+
+	browse(t, ctx, "confirm the load", chromedp.Click(chromedp.ID("load-confirm")),
+		chromedp.WaitVisible(chromedp.CSS(`#load-outcome[data-outcome="confirmed"]`)))
+	if b, seq := pageText(t, ctx, "#result-amount"), pageText(t, ctx, "#result-sequence"); b != "¥300.00" || seq != "1" {
+		t.Fatalf("after the load: %s at sequence %s", b, seq)
+	}
+	loadID := pageText(t, ctx, "#outcome-loadid")
+	shot.take("15-wallet-loaded")
+	// Back to the wallet: the new balance, GridPay's signature verified.
+	browse(t, ctx, "wallet after the load", chromedp.Click(chromedp.ID("back-wallet")),
+		chromedp.WaitVisible(chromedp.CSS(`#wallet-verify[data-verified="true"]`)))
+	if b := pageText(t, ctx, "#wallet-amount"); b != "¥300.00" {
+		t.Fatalf("the wallet page shows %s", b)
+	}
+	if l := s.waitLoad(loadID, store.LoadConfirmed, 10*time.Second); l.Amount != int64(money.Yuan(300)) {
+		t.Fatalf("GridPay's record of the load: %+v", l)
+	}
+
+	// On to the meter card, with its PIN typed in the page.
+	if n := pageText(t, ctx, "#card-number"); n != "****0042" {
+		t.Fatalf("the card is shown as %q", n)
+	}
+	browse(t, ctx, "card transfer", chromedp.SendKeys(chromedp.ID("card-amount"), "120.00"), chromedp.SendKeys(chromedp.ID("card-pin"), cardPIN),
+		chromedp.Click(chromedp.ID("card-transfer")), chromedp.WaitVisible(chromedp.ID("card-result")))
+	if w, c, sum := pageText(t, ctx, "#card-wallet-balance"), pageText(t, ctx, "#card-balance"), pageText(t, ctx, "#card-total"); w != "¥180.00" ||
+		c != "¥120.00" || sum != "¥300.00" {
+		t.Fatalf("after the transfer: wallet %s, card %s, together %s", w, c, sum)
+	}
+	if v, _ := chromedp.Run(ctx, chromedp.Value(chromedp.ID("card-pin"))); v != "" {
+		t.Fatal("the card's PIN was written back into the form")
+	}
+	if html, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("document.documentElement.outerHTML")); strings.Contains(html, cardPIN) {
+		t.Fatal("the card's PIN is in the page")
+	}
+	shot.take("16-wallet-card")
+
+	// The load in the history, beside the payments.
+	browse(t, ctx, "history with the load", chromedp.Click(chromedp.ID("nav-history")), chromedp.WaitVisible(chromedp.ID("loads-table")))
+	if rows := pageText(t, ctx, "#loads-table tbody"); !strings.Contains(rows, loadID) || !strings.Contains(rows, "已存入钱包") ||
+		!strings.Contains(rows, "¥300.00") {
+		t.Fatalf("the history's loads: %q", rows)
+	}
+	shot.take("17-history-loads")
+	return loadID
 }
 
 // downloadBillPDF clicks the bill's PDF link and returns the file the browser
