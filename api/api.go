@@ -96,6 +96,9 @@ type Me struct {
 	MeteringPoints []platform.MeteringPoint `json:"metering_points"`
 	Certificate    Certificate              `json:"certificate"`
 	Alerts         []Alert                  `json:"alerts"`
+	// Prepaid is the customer's prepaid account at the company (absent for
+	// a customer without one): what loads onto the USB key's wallet.
+	Prepaid *platform.PrepaidAccount `json:"prepaid,omitempty"`
 }
 
 // AlertLevel orders alerts.

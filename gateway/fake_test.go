@@ -208,8 +208,12 @@ func (f *fakePlatform) PostPayment(context.Context, platform.PostPayment) (platf
 func (f *fakePlatform) ReversePayment(context.Context, string, string) (platform.Payment, error) {
 	return platform.Payment{}, errNotInFake
 }
-func (f *fakePlatform) PrepaidAccount(context.Context, string) (platform.PrepaidAccount, error) {
-	return platform.PrepaidAccount{}, errNotInFake
+// PrepaidAccount: alice (C1001) has 1,234.56 prepaid; others none.
+func (f *fakePlatform) PrepaidAccount(_ context.Context, id string) (platform.PrepaidAccount, error) {
+	if id != "C1001" {
+		return platform.PrepaidAccount{}, platform.ErrNotFound
+	}
+	return platform.PrepaidAccount{CustomerID: id, Balance: 1234_56, UpdatedAt: fakeToday}, nil
 }
 func (f *fakePlatform) DebitPrepaid(context.Context, string, string, money.Fen, string) (platform.PrepaidEntry, error) {
 	return platform.PrepaidEntry{}, errNotInFake

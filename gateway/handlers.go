@@ -77,8 +77,20 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request, p *principal, _ stri
 		c      platform.Customer
 		points []platform.MeteringPoint
 		unpaid []platform.Bill
+		pre    *platform.PrepaidAccount
 	)
 	op, err := parallel(r.Context(),
+		call{"PrepaidAccount", func(ctx context.Context) error {
+			acct, err := s.platform.PrepaidAccount(ctx, cust)
+			switch {
+			case errors.Is(err, platform.ErrNotFound):
+				return nil
+			case err != nil:
+				return err
+			}
+			pre = &acct
+			return nil
+		}},
 		call{"Customer", func(ctx context.Context) (err error) { c, err = s.platform.Customer(ctx, cust); return }},
 		call{"MeteringPoints", func(ctx context.Context) (err error) { points, err = s.platform.MeteringPoints(ctx, cust); return }},
 		call{"Bills", func(ctx context.Context) (err error) {
@@ -91,7 +103,7 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request, p *principal, _ stri
 		return
 	}
 	if c.ID != cust || !sameCustomer(cust, points, func(m platform.MeteringPoint) string { return m.CustomerID }) ||
-		!sameCustomer(cust, unpaid, func(b platform.Bill) string { return b.CustomerID }) {
+		!sameCustomer(cust, unpaid, func(b platform.Bill) string { return b.CustomerID }) || pre != nil && pre.CustomerID != cust {
 		s.foreignData(w, r, "Me")
 		return
 	}
@@ -100,6 +112,7 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request, p *principal, _ stri
 		MeteringPoints: nonNil(points),
 		Certificate:    api.Certificate{Serial: p.serial, TokenSerial: p.id.TokenSerial, NotAfter: p.cert.NotAfter.UTC()},
 		Alerts:         alertsFor(unpaid, s.now()),
+		Prepaid:        pre,
 	})
 }
 

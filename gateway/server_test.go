@@ -165,6 +165,9 @@ func TestMe(t *testing.T) {
 		me.Alerts[1].Level != api.AlertWarning || me.Alerts[1].BillID != "B-1001-2026-10" {
 		t.Errorf("alerts %+v", me.Alerts)
 	}
+	if me.Prepaid == nil || me.Prepaid.Balance != 1234_56 {
+		t.Errorf("prepaid %+v", me.Prepaid)
+	}
 	// Bob's only bill is due in 4 days: an info alert, and his own data only.
 	w = e.get(api.PathMe, e.bob)
 	wantOK(t, w)
@@ -174,6 +177,9 @@ func TestMe(t *testing.T) {
 	}
 	if len(me.Alerts) != 1 || me.Alerts[0].Level != api.AlertInfo || !strings.Contains(me.Alerts[0].Message, "in 4 days") {
 		t.Errorf("bob's alerts %+v", me.Alerts)
+	}
+	if me.Prepaid != nil {
+		t.Errorf("bob has no prepaid account, got %+v", me.Prepaid)
 	}
 }
 
