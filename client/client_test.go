@@ -154,7 +154,11 @@ Arrears alerts:
 2026-01-01  GP-7F38     ¥1,000.00  bank      reversed  prepaid account
 
 3 payment(s), ¥50,800.00 received (reversed payments not counted)
-`, "GET /v1/payments?from=2025-12-01&to=2026-04-30"},
+
+Loads onto USB keys (圈存):
+STARTED           LOAD                AMOUNT  STATUS    NOTE
+2026-04-02 09:00  load-OTHERKEY-3  ¥2,000.00  refunded  the USB key had not taken the load when its allow expired
+`, "GET /v1/payments?from=2025-12-01&to=2026-04-30, GET /v1/loads"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			f.gw.mu.Lock()
@@ -169,8 +173,8 @@ Arrears alerts:
 			}
 			f.gw.mu.Lock()
 			defer f.gw.mu.Unlock()
-			if len(f.gw.requests) != 1 || f.gw.requests[0] != tc.request {
-				t.Errorf("gateway saw %q, want [%q]", f.gw.requests, tc.request)
+			if strings.Join(f.gw.requests, ", ") != tc.request {
+				t.Errorf("gateway saw %q, want [%s]", f.gw.requests, tc.request)
 			}
 			// The gateway was shown the key's certificate.
 			if len(f.gw.peers) == 0 || !f.gw.peers[len(f.gw.peers)-1].Equal(f.leaf) {
@@ -192,7 +196,7 @@ func TestCommandsJSON(t *testing.T) {
 		{[]string{"bills", "--all"}, &api.BillList{}, &api.BillList{Items: testBills}},
 		{[]string{"bills", "--id", "B-2026-03"}, &platform.Bill{}, &testBills[1]},
 		{[]string{"arrears"}, &api.ArrearsSummary{}, &testArrears},
-		{[]string{"history"}, &api.PaymentList{}, &testPayments},
+		{[]string{"history"}, &history{}, &history{PaymentList: testPayments, Loads: testLoads.Items}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := f.run(t, append(tc.args, "--json")...)

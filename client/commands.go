@@ -225,14 +225,22 @@ func (a *app) arrearsCommand() *cobra.Command {
 	}
 }
 
+// history is what client history shows: the payments (as the gateway
+// lists them) and the loads.
+type history struct {
+	api.PaymentList
+	Loads []api.LoadRecord `json:"loads"`
+}
+
 func (a *app) historyCommand() *cobra.Command {
 	var from, to string
 	cmd := &cobra.Command{
 		Use:   "history",
-		Short: "Show the payments received, newest first",
+		Short: "Show the payments received and the loads onto USB keys, newest first",
 		Long: `history lists the payments the power company received from you, newest first,
-with the bills each one paid. --from/--to (YYYY-MM-DD, Asia/Shanghai dates,
-inclusive) limit the range.`,
+with the bills each one paid, GridPay's online payments with their outcome, and the
+loads onto your USB keys' wallets as GridPay recorded them. --from/--to
+(YYYY-MM-DD, Asia/Shanghai dates, inclusive) limit the range.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
@@ -254,12 +262,22 @@ inclusive) limit the range.`,
 				return cli.WithCode(cli.ExitUsage, fmt.Errorf("--from %s is after --to %s", f, t))
 			}
 			return a.withSession(cmd.Context(), func(ctx context.Context, s *session) error {
-				var list api.PaymentList
-				if err := a.fetch(ctx, s, "your payment history", api.PathPayments, q, &list); err != nil {
+				var h history
+				if err := a.fetch(ctx, s, "your payment history", api.PathPayments, q, &h.PaymentList); err != nil {
 					return err
 				}
-				list.Items = nonNil(list.Items)
-				return a.out.Print(list, func(w io.Writer) { renderHistory(w, list) })
+				var loads api.LoadList
+				if err := a.fetch(ctx, s, "your loads", api.PathLoads, nil, &loads); err != nil {
+					return err
+				}
+				h.Items = nonNil(h.Items)
+				h.Loads = []api.LoadRecord{}
+				for _, l := range loads.Items {
+					if d := platform.DateOf(l.Created); (f == "" || d >= f) && (t == "" || d <= t) {
+						h.Loads = append(h.Loads, l)
+					}
+				}
+				return a.out.Print(h, func(w io.Writer) { renderHistory(w, h) })
 			})
 		},
 	}

@@ -164,6 +164,13 @@ var (
 	}}
 )
 
+// testLoads is GridPay's record of a load the customer made on another
+// computer: this one has no log of it.
+var testLoads = api.LoadList{Items: []api.LoadRecord{
+	{LoadID: "load-OTHERKEY-3", TokenSerial: "OTHERKEY", Sequence: 3, Amount: 2_000_00, Status: "refunded",
+		Reason: "the USB key had not taken the load when its allow expired", Created: time.Date(2026, 4, 2, 1, 0, 0, 0, time.UTC)},
+}}
+
 // fakeGateway serves the API over TLS 1.3, asking for a client
 // certificate, and records what it saw.
 type fakeGateway struct {
@@ -273,6 +280,8 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, testArrears)
 	case r.URL.Path == api.PathPayments:
 		writeJSON(w, 200, testPayments)
+	case r.URL.Path == api.PathLoads:
+		writeJSON(w, 200, testLoads)
 	default:
 		writeJSON(w, 404, api.ErrorBody{Error: api.Error{Code: api.CodeNotFound, Message: "no such path"}})
 	}

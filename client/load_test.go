@@ -154,6 +154,10 @@ func (g *loadServer) serve(w http.ResponseWriter, r *http.Request) {
 	case api.PathMe:
 		writeJSON(w, 200, testMe)
 	case api.PathLoads:
+		if r.Method == http.MethodGet {
+			writeJSON(w, 200, g.list())
+			return
+		}
 		var req api.LoadRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		g.raw = append(g.raw, req.Request)
@@ -193,6 +197,28 @@ func (g *loadServer) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, 404, api.ErrorBody{Error: api.Error{Code: api.CodeNotFound, Message: "no such path"}})
 	}
+}
+
+// list is GET /v1/loads: the requests seen, settled by the reports seen
+// (a receipt confirms, an error report refunds), newest first.
+func (g *loadServer) list() api.LoadList {
+	out := api.LoadList{Items: []api.LoadRecord{}}
+	for i := len(g.requests) - 1; i >= 0; i-- {
+		lr := g.requests[i]
+		rec := api.LoadRecord{LoadID: protocol.LoadID(lr.TokenSerial, lr.Sequence), TokenSerial: lr.TokenSerial, Sequence: lr.Sequence,
+			Amount: lr.Amount, Status: "allowed", Created: lr.Timestamp}
+		for _, rep := range g.reports {
+			switch {
+			case rep.LoadSequence != lr.Sequence:
+			case rep.Kind == protocol.ReportReceipt:
+				rec.Status, rec.ConfirmedBy = "confirmed", "receipt"
+			case rep.Kind == protocol.ReportError:
+				rec.Status, rec.Reason = "refunded", "the USB key refused the load: "+rep.ErrorText
+			}
+		}
+		out.Items = append(out.Items, rec)
+	}
+	return out
 }
 
 func (g *loadServer) allow(lr protocol.LoadRequest) api.LoadAllow {

@@ -340,7 +340,26 @@ func renderArrears(w io.Writer, s api.ArrearsSummary) {
 	renderAlerts(w, s.Alerts)
 }
 
-func renderHistory(w io.Writer, l api.PaymentList) {
+func renderHistory(w io.Writer, h history) {
+	renderPayments(w, h.PaymentList)
+	fmt.Fprintln(w)
+	if len(h.Loads) == 0 {
+		fmt.Fprintln(w, "No loads onto a USB key in this range.")
+		return
+	}
+	fmt.Fprintln(w, "Loads onto USB keys (圈存):")
+	t := newTable("STARTED", "LOAD", ">AMOUNT", "STATUS", "NOTE")
+	for _, l := range h.Loads {
+		note := l.Reason
+		if l.ConfirmedBy != "" {
+			note = "confirmed by " + l.ConfirmedBy
+		}
+		t.add(l.Created.In(platform.Shanghai).Format("2006-01-02 15:04"), l.LoadID, l.Amount.Display(), l.Status, note)
+	}
+	t.write(w)
+}
+
+func renderPayments(w io.Writer, l api.PaymentList) {
 	if len(l.Online) > 0 {
 		fmt.Fprintln(w, "Online payments (GridPay, UnionPay):")
 		t := newTable("STARTED", "KEY", ">AMOUNT", "STATUS", "PAYS", "NOTE")

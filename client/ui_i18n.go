@@ -251,7 +251,7 @@ var messages = map[string]msg{
 	"hist.loads":         {"圈存（预付费账户 → USB 密钥电子钱包）", "Loads (prepaid account → wallet on the USB key)"},
 	"hist.loads.none":    {"没有符合条件的圈存记录。", "No loads match."},
 	"hist.loads.sum":     {"共 %d 笔，存入钱包 %s", "%d load(s), %s put in the wallet"},
-	"hist.loads.note":    {"圈存记录来自本机由 USB 密钥签名的日志；在其他电脑上进行的圈存不在此列。", "Loads come from this computer's log, signed by the USB key; loads made on other computers are not listed."},
+	"hist.loads.note":    {"圈存状态以 GridPay 的记录为准；钱包余额来自本机由 USB 密钥签名的日志，在其他电脑上进行的圈存不显示余额。", "Load statuses are GridPay's records; the wallet balances come from this computer's log, signed by the USB key (none for loads made on other computers)."},
 	"hist.load.loaded":   {"已存入钱包", "in the wallet"},
 	"hist.load.refused":  {"未存入", "not loaded"},
 	"hist.load.pending":  {"结果待定", "outcome pending"},

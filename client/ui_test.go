@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -813,10 +814,15 @@ func TestUIHistory(t *testing.T) {
 		}
 	}
 	f.mem.gw.mu.Lock()
-	last := f.mem.gw.requests[len(f.mem.gw.requests)-1]
+	asked := slices.Clone(f.mem.gw.requests)
 	f.mem.gw.mu.Unlock()
-	if last != "GET /v1/payments?from=2025-12-01&to=2026-04-30" {
-		t.Errorf("gateway asked %q", last)
+	if !slices.Contains(asked, "GET /v1/payments?from=2025-12-01&to=2026-04-30") || !slices.Contains(asked, "GET /v1/loads") {
+		t.Errorf("gateway asked %q", asked)
+	}
+	// A load GridPay recorded from another computer: its status, no
+	// balance (this computer has no log of it).
+	if !regexp.MustCompile(`load-OTHERKEY-3</td><td class="num">¥2,000.00</td>\s*<td><span class="status status-load-[a-z]+">未存入</span></td><td class="num">—</td><td class="small">the USB key had not taken`).MatchString(body) {
+		t.Errorf("history lacks GridPay's record of load-OTHERKEY-3:\n%s", body)
 	}
 	// Search by reference, by bill, and the status filter.
 	for q, want := range map[string][]string{
@@ -1638,7 +1644,7 @@ func TestUIWalletRefusals(t *testing.T) {
 
 	body = b.page("/history?status=refused")
 	wantAll(t, "refused loads in the history", body, protocol.LoadID(testSerial, 1), protocol.LoadID(testSerial, 2), "未存入",
-		"共 2 笔，存入钱包 ¥0.00", "allow refused: the allow expired")
+		"共 2 笔，存入钱包 ¥0.00", "the USB key refused the load: the allow expired")
 	// The wallet page: the allow the key gave up, while GridPay settles it.
 	body = b.page("/wallet")
 	wantAll(t, "the wallet with a refused allow", body, `id="wallet-amount">¥0.00`, `class="log-load-refused"`)

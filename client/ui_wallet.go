@@ -756,22 +756,57 @@ type loadRow struct {
 	LoadID   string
 	Sequence uint64
 	Amount   money.Fen
-	Balance  money.Fen
-	Status   string
-	Note     string
+	// Balance is the wallet after the load, when this computer logged it.
+	Balance *money.Fen
+	Status  string
+	Note    string
 }
 
-// historyLoads lists the key's loads newest first, from this computer's
-// signed log and the key's last attempt: GridPay has no list of them for
-// the client. problem says why the log does not verify.
+// historyLoads lists the customer's loads newest first: GridPay's records
+// (every key, every computer; the status is theirs) joined with this
+// computer's signed log (the wallet's balance after each load) and the
+// key's last attempt. problem says why the log does not verify; a load
+// list GridPay could not give is a problem too, and the log still shows.
 func (s *uiServer) historyLoads(ctx context.Context, ks *uiSession) (rows []loadRow, problem string) {
 	entries, ok, problem := readWalletLog(s.a.walletLogPath(ks.key.TokenSerial), ks.key.Leaf)
 	if ok {
 		problem = ""
 	}
-	logged := map[uint64]bool{}
+	byID := map[string]int{}
+	add := func(r loadRow) {
+		if i, seen := byID[r.LoadID]; seen {
+			// GridPay's record came first: keep its status, add what
+			// this computer knows.
+			if rows[i].Balance == nil {
+				rows[i].Balance = r.Balance
+			}
+			if rows[i].Note == "" {
+				rows[i].Note = r.Note
+			}
+			return
+		}
+		byID[r.LoadID] = len(rows)
+		rows = append(rows, r)
+	}
+	var list api.LoadList
+	if err := ks.gw.get(ctx, api.PathLoads, nil, &list); err != nil {
+		problem = strings.TrimSpace(problem + " " + err.Error())
+	}
+	for _, l := range list.Items {
+		r := loadRow{At: l.Created, LoadID: l.LoadID, Sequence: l.Sequence, Amount: l.Amount, Note: l.Reason}
+		switch l.Status {
+		case "confirmed":
+			r.Status = histLoaded
+		case "refunded", "rejected":
+			r.Status = histRefused
+		default:
+			r.Status = histPending
+		}
+		add(r)
+	}
 	for _, e := range entries {
-		row := loadRow{At: e.At, LoadID: e.LoadID, Sequence: e.Sequence, Amount: e.Amount, Balance: e.Balance, Note: e.Note}
+		bal := e.Balance
+		row := loadRow{At: e.At, LoadID: e.LoadID, Sequence: e.Sequence, Amount: e.Amount, Balance: &bal, Note: e.Note}
 		switch e.Kind {
 		case logLoad:
 			row.Status = histLoaded
@@ -780,16 +815,15 @@ func (s *uiServer) historyLoads(ctx context.Context, ks *uiSession) (rows []load
 		default:
 			continue
 		}
-		logged[e.Sequence] = true
-		rows = append(rows, row)
+		add(row)
 	}
 	if wal, err := s.readKeyWallet(ctx, ks); err == nil {
-		if at := wal.rec.Attempt; at != nil && !logged[at.Sequence] && (at.Outcome == attemptSent || at.Outcome == attemptAbandoned) {
-			row := loadRow{At: at.Started, LoadID: at.LoadID, Sequence: at.Sequence, Amount: at.Amount, Balance: wal.Balance(), Status: histPending}
+		if at := wal.rec.Attempt; at != nil && (at.Outcome == attemptSent || at.Outcome == attemptAbandoned) {
+			row := loadRow{At: at.Started, LoadID: at.LoadID, Sequence: at.Sequence, Amount: at.Amount, Status: histPending}
 			if at.Outcome == attemptAbandoned {
 				row.Status, row.Note = histRefused, "abandoned: no allow arrived"
 			}
-			rows = append(rows, row)
+			add(row)
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b loadRow) int {
