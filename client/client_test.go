@@ -96,6 +96,7 @@ Voltage grade      110kV
 Contract capacity  31,500 kVA
 Contact            Li Wei  021-5555-0101
 Address            88 Steelworks Road, Baoshan, Shanghai
+Prepaid account    ¥8,800.00 (client load moves it onto the USB key's wallet)
 
 Metering points:
   ID    METER        LOCATION      MULTIPLIER
@@ -191,7 +192,7 @@ func TestCommandsJSON(t *testing.T) {
 		got  any
 		want any
 	}{
-		{[]string{"info"}, &infoOutput{}, &infoOutput{Customer: testMe.Customer, MeteringPoints: testMe.MeteringPoints}},
+		{[]string{"info"}, &infoOutput{}, &infoOutput{Customer: testMe.Customer, MeteringPoints: testMe.MeteringPoints, Prepaid: testMe.Prepaid}},
 		{[]string{"consumption"}, &api.ConsumptionList{}, &testConsumption},
 		{[]string{"bills", "--all"}, &api.BillList{}, &api.BillList{Items: testBills}},
 		{[]string{"bills", "--id", "B-2026-03"}, &platform.Bill{}, &testBills[1]},

@@ -42,6 +42,7 @@ type loginOutput struct {
 type infoOutput struct {
 	Customer       platform.Customer        `json:"customer"`
 	MeteringPoints []platform.MeteringPoint `json:"metering_points"`
+	Prepaid        *platform.PrepaidAccount `json:"prepaid,omitempty"`
 }
 
 func (a *app) loginCommand() *cobra.Command {
@@ -86,7 +87,7 @@ func (a *app) infoCommand() *cobra.Command {
 				if err := a.fetch(ctx, s, "your profile", api.PathMe, nil, &me); err != nil {
 					return err
 				}
-				out := infoOutput{Customer: me.Customer, MeteringPoints: nonNil(me.MeteringPoints)}
+				out := infoOutput{Customer: me.Customer, MeteringPoints: nonNil(me.MeteringPoints), Prepaid: me.Prepaid}
 				return a.out.Print(out, func(w io.Writer) { renderInfo(w, out) })
 			})
 		},

@@ -130,6 +130,7 @@ var (
 			{ID: "MP-2", CustomerID: testCustomer, MeterNumber: "3301-000124", Location: "Substation B", Multiplier: 1200},
 		},
 		Certificate: api.Certificate{Serial: "ab", TokenSerial: testSerial},
+		Prepaid:     &platform.PrepaidAccount{CustomerID: testCustomer, Balance: 8_800_00},
 		Alerts: []api.Alert{
 			{Level: api.AlertCritical, BillID: "B-2026-01", Message: "bill 2026-01 is 75 days overdue; supply may be suspended"},
 			{Level: api.AlertInfo, BillID: "B-2026-03", Message: "bill 2026-03 is due on 2026-04-15"},

@@ -181,6 +181,14 @@ func renderLogin(w io.Writer, o loginOutput) {
 	renderAlerts(w, o.Alerts)
 }
 
+// prepaidBalance shows a prepaid account's balance ("" without one).
+func prepaidBalance(p *platform.PrepaidAccount) string {
+	if p == nil {
+		return ""
+	}
+	return p.Balance.Display() + " (client load moves it onto the USB key's wallet)"
+}
+
 func renderInfo(w io.Writer, o infoOutput) {
 	c := o.Customer
 	capacity := ""
@@ -197,6 +205,7 @@ func renderInfo(w io.Writer, o infoOutput) {
 		[2]string{"Contract capacity", capacity},
 		[2]string{"Contact", contact},
 		[2]string{"Address", c.Address},
+		[2]string{"Prepaid account", prepaidBalance(o.Prepaid)},
 	)
 	fmt.Fprintln(w)
 	if len(o.MeteringPoints) == 0 {

@@ -139,6 +139,7 @@ var messages = map[string]msg{
 	"ov.view.bills":   {"查看账单", "See the bills"},
 
 	"ov.wallet":        {"电子钱包（USB 密钥）", "Wallet (USB key)"},
+	"ov.prepaid":       {"预付费账户余额（可圈存）", "Prepaid account (can be loaded):"},
 	"ov.wallet.seq":    {"联机交易序号 %d", "sequence %d"},
 	"ov.wallet.none":   {"尚未圈存", "no load yet"},
 	"ov.wallet.go":     {"圈存与电表卡", "Load and meter card"},

@@ -639,6 +639,8 @@ func TestUIOverview(t *testing.T) {
 		// there even when the key's wallet cannot be read (no PKCS#11
 		// module here).
 		`href="/pay"`, `href="/wallet" id="nav-wallet"`, `id="wallet-card"`, "无法读取 USB 密钥上的钱包",
+		// The prepaid account next to the wallet.
+		`id="ov-prepaid-balance">¥8,800.00`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("overview lacks %q", want)
