@@ -239,7 +239,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, f.status, api.ErrorBody{Error: f.body})
 		return
 	}
-	if loads != nil && (r.URL.Path == api.PathLoads || r.URL.Path == api.PathLoadReports) {
+	if loads != nil && (r.URL.Path == api.PathLoads || r.URL.Path == api.PathLoadReports || r.URL.Path == api.PathCRLs) {
 		loads.serve(w, r)
 		return
 	}

@@ -211,6 +211,16 @@ func (a *app) load(ctx context.Context, s *session, amount money.Fen, confirm lo
 	if me.Customer.ID != s.id.CustomerID {
 		return nil, fail(cli.ExitError, nil, "the gateway answered for another customer")
 	}
+	// The CRLs the allow's signer is checked with, fetched before anything
+	// is signed: without them no load starts.
+	rootCerts, err := loadRootCerts(a.cfg.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	var crls api.CRLList
+	if err := a.fetch(ctx, s, "GridPay's revocation lists", api.PathCRLs, nil, &crls); err != nil {
+		return nil, err
+	}
 	ok, err := confirm(ctx, loadQuestion{Amount: amount, Account: me.Customer.AccountNumber, TokenSerial: s.key.TokenSerial, Wallet: w.Balance()})
 	if err != nil {
 		return nil, err
@@ -260,7 +270,7 @@ func (a *app) load(ctx context.Context, s *session, amount money.Fen, confirm lo
 		time.Sleep(time.Until(allow.Expires) + time.Second)
 	}
 
-	st, code, why := verifyAllow(roots, allow, req, w, a.now())
+	st, code, why := verifyAllow(signerTrust{pool: roots, roots: rootCerts, crls: crls.CRLs}, allow, req, w, a.now())
 	if code != 0 {
 		return a.refuseAllow(ctx, s, o, w, seq, amount, code, why, allow.Expires)
 	}
@@ -358,14 +368,25 @@ type checkedState struct {
 	sig     []byte
 }
 
+// signerTrust is what the load signer is checked with: GridPay's roots
+// (ca_file) and its CRLs.
+type signerTrust struct {
+	pool  *x509.CertPool
+	roots []*x509.Certificate
+	crls  [][]byte
+}
+
 // verifyAllow checks an allow against the request and the wallet: the
 // signer is GridPay's load service (chain to the root), both signatures
 // verify, it allows exactly what was asked on top of this wallet, its host
 // time agrees with this clock and it has not expired. A refusal comes back
 // as its error code and why.
-func verifyAllow(roots *x509.CertPool, ans api.LoadAllow, req protocol.LoadRequest, w wallet, now time.Time) (checkedState, protocol.ErrorCode, string) {
-	signer, err := verifyLoadSigner(roots, ans.Chain, now)
+func verifyAllow(t signerTrust, ans api.LoadAllow, req protocol.LoadRequest, w wallet, now time.Time) (checkedState, protocol.ErrorCode, string) {
+	signer, err := verifyLoadSigner(t.pool, ans.Chain, now)
 	if err != nil {
+		return checkedState{}, protocol.ErrAllowCertificate, err.Error()
+	}
+	if err := checkSignerRevocation(t.roots, ans.Chain, t.crls, now); err != nil {
 		return checkedState{}, protocol.ErrAllowCertificate, err.Error()
 	}
 	al, st, err := protocol.VerifyLoadAllow(signer, ans.Allow, ans.Signature)

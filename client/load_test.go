@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -125,6 +126,39 @@ type loadServer struct {
 	unavailable int
 	refuse      *api.Error
 	confirmed   *api.WalletRecord
+	// pki signs the CRLs handed out; revoked are on the services CA's.
+	pki     *testPKI
+	revoked []*big.Int
+	crlNo   int64
+}
+
+// crls is GET /v1/crls: fresh CRLs of the root and the services CA.
+func (g *loadServer) crls() api.CRLList {
+	g.crlNo++
+	now := time.Now()
+	var out api.CRLList
+	for _, ca := range []*pki.CA{g.pki.root, g.pki.services} {
+		req := pki.CRLRequest{Number: big.NewInt(g.crlNo), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour)}
+		if ca == g.pki.services {
+			for _, serial := range g.revoked {
+				req.Revoked = append(req.Revoked, pki.Revoked{Serial: serial, RevokedAt: now.Add(-time.Minute)})
+			}
+		}
+		der, err := ca.CRL(req)
+		if err != nil {
+			panic(err)
+		}
+		out.CRLs = append(out.CRLs, der)
+	}
+	return out
+}
+
+// revokeSigner puts the load signer's certificate on the services CA's CRL.
+func (g *loadServer) revokeSigner() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	leaf, _ := x509.ParseCertificate(g.chain[0])
+	g.revoked = append(g.revoked, leaf.SerialNumber)
 }
 
 func newLoadServer(t *testing.T, p *testPKI, service string) *loadServer {
@@ -134,7 +168,7 @@ func newLoadServer(t *testing.T, p *testPKI, service string) *loadServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &loadServer{signer: k, chain: [][]byte{c.Raw, p.services.Cert.Raw}, validity: 2 * time.Minute}
+	g := &loadServer{signer: k, chain: [][]byte{c.Raw, p.services.Cert.Raw}, validity: 2 * time.Minute, pki: p}
 	g.srv = httptest.NewUnstartedServer(http.HandlerFunc(g.serve))
 	g.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{p.serverCert(t)}, ClientAuth: tls.RequireAnyClientCert}
 	g.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -153,6 +187,8 @@ func (g *loadServer) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case api.PathMe:
 		writeJSON(w, 200, testMe)
+	case api.PathCRLs:
+		writeJSON(w, 200, g.crls())
 	case api.PathLoads:
 		if r.Method == http.MethodGet {
 			writeJSON(w, 200, g.list())
@@ -380,6 +416,12 @@ func TestLoadRefusesBadAllows(t *testing.T) {
 			other := newLoadServer(t, f.pki, "gateway")
 			f.gw.signer, f.gw.chain = other.signer, other.chain
 		}},
+		{"revoked signer", protocol.ErrAllowCertificate, func(t *testing.T, f *walletFixture) { f.gw.revokeSigner() }},
+		{"no CRL of the signer's CA", protocol.ErrAllowCertificate, func(t *testing.T, f *walletFixture) {
+			// A gateway handing out only the root's CRL: the signer cannot
+			// be checked, and an unchecked allow is refused.
+			f.gw.pki = &testPKI{root: f.pki.root, customer: f.pki.customer, services: f.pki.root}
+		}},
 		{"expired", protocol.ErrAllowExpired, func(t *testing.T, f *walletFixture) { f.gw.edit = expireNow }},
 		{"another amount", protocol.ErrAllowMismatch, func(t *testing.T, f *walletFixture) {
 			f.gw.edit = func(a *protocol.LoadAllow, st *protocol.WalletState) { a.Amount += 100; st.Balance += 100 }
@@ -403,7 +445,10 @@ func TestLoadRefusesBadAllows(t *testing.T) {
 			reps := f.gw.reports
 			last := reps[len(reps)-1]
 			if last.Kind != protocol.ReportError || last.ErrorCode != c.code || last.LoadSequence != 1 || last.Sequence != 0 {
-				t.Fatalf("error report %+v", last)
+				t.Fatalf("error report %+v (%s)", last, last.ErrorText)
+			}
+			if want := map[string]string{"revoked signer": "revoked", "no CRL of the signer's CA": "CRL"}[c.name]; !strings.Contains(last.ErrorText, want) {
+				t.Fatalf("error report says %q, want it to mention %q", last.ErrorText, want)
 			}
 			os.Unsetenv(loadFaultEnv)
 			v := f.walletJSON(t)

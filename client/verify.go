@@ -19,6 +19,19 @@ const expiryWarning = 30 * 24 * time.Hour
 // loadRoots reads ca_file: GridPay's root certificate (any further
 // certificates in the file are trusted as well).
 func loadRoots(path string) (*x509.CertPool, error) {
+	certs, err := loadRootCerts(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// loadRootCerts reads GridPay's root certificates from ca_file.
+func loadRootCerts(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fail(cli.ExitConfig, err, "ca_file: %v", err)
@@ -30,11 +43,7 @@ func loadRoots(path string) (*x509.CertPool, error) {
 	if len(certs) == 0 {
 		return nil, fail(cli.ExitConfig, nil, "ca_file %s holds no certificate", path)
 	}
-	pool := x509.NewCertPool()
-	for _, c := range certs {
-		pool.AddCert(c)
-	}
-	return pool, nil
+	return certs, nil
 }
 
 // verifyKey checks, before anything is sent to the gateway, that the key's

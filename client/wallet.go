@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -275,6 +276,46 @@ func verifyLoadSigner(roots *x509.CertPool, chain [][]byte, at time.Time) (*x509
 		return nil, fmt.Errorf("the signer is %s, not GridPay's load service", id)
 	}
 	return certs[0], nil
+}
+
+// checkSignerRevocation checks that neither the load signer's certificate
+// nor its CA is revoked, by GridPay's CRLs as the gateway hands them out
+// (each checked against the roots in ca_file, so a gateway cannot forge
+// one). CRLs missing or past their next update fail closed: an allow
+// that cannot be checked is refused, and GridPay refunds it.
+func checkSignerRevocation(roots []*x509.Certificate, chain [][]byte, crls [][]byte, now time.Time) error {
+	if len(chain) < 2 {
+		return errors.New("the load signer's chain lacks its CA")
+	}
+	certs := make([]*x509.Certificate, len(chain))
+	for i, der := range chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("certificate %d of the load signer's chain: %w", i+1, err)
+		}
+		certs[i] = c
+	}
+	// Only the CRLs of the CAs in question: the roots' (covering the
+	// services CA) and the signer's CA's.
+	issuers := append(slices.Clone(roots), certs[1:]...)
+	var mine [][]byte
+	for _, der := range crls {
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return fmt.Errorf("a revocation list from the gateway does not parse: %w", err)
+		}
+		if slices.ContainsFunc(issuers, func(c *x509.Certificate) bool { return bytes.Equal(c.RawSubject, crl.RawIssuer) }) {
+			mine = append(mine, der)
+		}
+	}
+	v, err := pki.NewVerifier(pki.VerifierConfig{Roots: roots, Intermediates: certs[1:], CRLs: mine, NoChainCache: true})
+	if err != nil {
+		return fmt.Errorf("checking the load signer for revocation: %w", err)
+	}
+	if _, err := v.Verify(certs, now, x509.ExtKeyUsageClientAuth); err != nil {
+		return fmt.Errorf("the load signer's certificate: %w", err)
+	}
+	return nil
 }
 
 // loadService is the service name of GridPay's load signer certificate.
