@@ -8,7 +8,12 @@
 //	client consumption    [--from YYYY-MM --to YYYY-MM] peak/flat/valley/total kWh per month
 //	client bills          [--all] [--from --to] | --id <bill>
 //	client arrears        overdue amount, late fees, alerts
-//	client history        [--from YYYY-MM-DD --to YYYY-MM-DD] payments received
+//	client history        [--from YYYY-MM-DD --to YYYY-MM-DD] payments received, online payments, loads
+//	client pay            --bill <id>... | --prepay <yuan> | --status <key>: pay through UnionPay
+//	client load           --amount <yuan>: the signed load exchange onto the key's wallet (圈存)
+//	client wallet         balance and sequence on the key, the local signed load log
+//	client card           issue | balance | transfer --amount: the meter card bound to the key
+//	client ui             the same in a local web window (127.0.0.1, opened in the browser)
 //
 // Every command takes --json (stable output: the api types, or for login
 // and info the loginOutput and infoOutput structs) and the global flags
