@@ -446,40 +446,10 @@ same card and key completes an interrupted issuance.`,
 				return err
 			}
 			return a.withSession(cmd.Context(), func(ctx context.Context, s *session) error {
-				o, closeObjs, err := openKeyObjects(a, s.key)
-				if err != nil {
-					return fail(cli.ExitUnavailable, err, "%v", err)
-				}
-				defer closeObjs()
-				if b, found, err := readCardBinding(ctx, o); err != nil {
-					return err
-				} else if found && b.CardNumber != number {
-					return fail(cli.ExitConflict, nil, "this USB key is bound to meter card %s already", maskCard(b.CardNumber))
-				}
-				card, err := a.openCardWithPIN(ctx, *f, sel)
+				v, err := a.bindCard(ctx, s, *f, sel, number)
 				if err != nil {
 					return err
 				}
-				defer card.Close()
-				var ident cardIdentity
-				found, err := readJSONObject(ctx, card, cardIdentityLabel, &ident)
-				if err != nil {
-					return err
-				}
-				if found && (ident.CardNumber != number || ident.KeySerial != s.key.TokenSerial) {
-					return fail(cli.ExitConflict, nil, "this card was issued already, to another USB key or under another number")
-				}
-				if !found {
-					ident, err = a.issueCard(ctx, s, card, number)
-					if err != nil {
-						return err
-					}
-				}
-				b := cardBinding{Version: cardFormat, CardNumber: number, CardSerial: ident.CardSerial, CardPublic: ident.CardPublic, IssuedAt: ident.IssuedAt}
-				if err := writeJSONObject(ctx, o, cardBindingLabel, true, b); err != nil {
-					return fmt.Errorf("writing the card binding on the USB key: %w", err)
-				}
-				v := cardView{Card: maskCard(number), CardSerial: ident.CardSerial, KeySerial: s.key.TokenSerial}
 				return a.out.Print(v, func(w io.Writer) {
 					fmt.Fprintf(w, "Meter card %s (token %s) and USB key %s are bound to each other.\n", v.Card, v.CardSerial, v.KeySerial)
 				})
@@ -491,6 +461,49 @@ same card and key completes an interrupted issuance.`,
 }
 
 // issueCard writes a blank card's key, identity and empty purse.
+// bindCard makes the blank card sel the meter card of the session's key
+// (or completes an interrupted issuance): client card issue and the
+// window's form.
+func (a *app) bindCard(ctx context.Context, s *session, f cardFlags, sel hsm.Selector, number string) (cardView, error) {
+	if !cardNumberPattern.MatchString(number) {
+		return cardView{}, fail(cli.ExitUsage, nil, "the card number must be 6 to 32 digits and '-'")
+	}
+	o, closeObjs, err := openKeyObjects(a, s.key)
+	if err != nil {
+		return cardView{}, fail(cli.ExitUnavailable, err, "%v", err)
+	}
+	defer closeObjs()
+	if b, found, err := readCardBinding(ctx, o); err != nil {
+		return cardView{}, err
+	} else if found && b.CardNumber != number {
+		return cardView{}, fail(cli.ExitConflict, nil, "this USB key is bound to meter card %s already", maskCard(b.CardNumber))
+	}
+	card, err := a.openCardWithPIN(ctx, f, sel)
+	if err != nil {
+		return cardView{}, err
+	}
+	defer card.Close()
+	var ident cardIdentity
+	found, err := readJSONObject(ctx, card, cardIdentityLabel, &ident)
+	if err != nil {
+		return cardView{}, err
+	}
+	if found && (ident.CardNumber != number || ident.KeySerial != s.key.TokenSerial) {
+		return cardView{}, fail(cli.ExitConflict, nil, "this card was issued already, to another USB key or under another number")
+	}
+	if !found {
+		ident, err = a.issueCard(ctx, s, card, number)
+		if err != nil {
+			return cardView{}, err
+		}
+	}
+	b := cardBinding{Version: cardFormat, CardNumber: number, CardSerial: ident.CardSerial, CardPublic: ident.CardPublic, IssuedAt: ident.IssuedAt}
+	if err := writeJSONObject(ctx, o, cardBindingLabel, true, b); err != nil {
+		return cardView{}, fmt.Errorf("writing the card binding on the USB key: %w", err)
+	}
+	return cardView{Card: maskCard(number), CardSerial: ident.CardSerial, KeySerial: s.key.TokenSerial}, nil
+}
+
 func (a *app) issueCard(ctx context.Context, s *session, card cardToken, number string) (cardIdentity, error) {
 	signer, err := card.GenerateCardKey(ctx)
 	if err != nil {

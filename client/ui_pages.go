@@ -43,6 +43,7 @@ func (s *uiServer) routes() {
 	m.HandleFunc("POST /wallet/load/cancel", s.withKey(s.loadCancel))
 	m.HandleFunc("GET /wallet/load/{id}", s.withKey(s.loadResultPage))
 	m.HandleFunc("POST /wallet/card", s.withKey(s.cardSubmit))
+	m.HandleFunc("POST /wallet/card/issue", s.withKey(s.cardIssueSubmit))
 	m.HandleFunc("/", s.notFound)
 	s.mux = m
 }

@@ -1863,3 +1863,42 @@ func TestUIWalletEnglish(t *testing.T) {
 	body = b.page("/overview")
 	wantAll(t, "the English overview", body, "Wallet (USB key)", "¥80.00", "sequence 1")
 }
+
+// A blank meter card bound from the window, as "client card issue" does:
+// bad fields change nothing, a wrong PIN binds nothing, then the card is
+// bound and ready for transfers. Neither the PIN nor the card number
+// comes back in a page.
+func TestUIWalletCardIssue(t *testing.T) {
+	f := newWalletUIFixture(t)
+	b := f.browser(t)
+	b.loggedIn()
+	body := b.page("/wallet")
+	wantAll(t, "a key without a card", body, `id="no-card"`, `id="card-issue-form"`)
+	issue := func(label, number, pin string) (*http.Response, string) {
+		t.Helper()
+		return b.post("/wallet/card/issue", url.Values{"csrf": {b.csrf}, "card_label": {label}, "card_number": {number}, "card_pin": {pin}})
+	}
+	for _, c := range []struct{ label, number, pin, want string }{
+		{"", "3301-0001-0007", cardPIN, "请输入电表卡标签。"},
+		{"Meter card", "33x", cardPIN, "卡号应为 6 到 32 位数字"},
+		{"Meter card", "3301-0001-0007", "", "请输入电表卡 PIN。"},
+	} {
+		resp, body := issue(c.label, c.number, c.pin)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, c.want) || strings.Contains(body, cardPIN) {
+			t.Fatalf("issue %+v: %d, want %q", c, resp.StatusCode, c.want)
+		}
+	}
+	_, body = issue("Meter card", "3301-0001-0007", "wrong-pin")
+	wantAll(t, "a wrong card PIN", body, `id="card-failed"`, "电表卡 PIN 错误。", `id="no-card"`)
+	if _, found, _ := readCardBinding(context.Background(), f.objs); found {
+		t.Fatal("a wrong PIN bound the card")
+	}
+	_, body = issue("Meter card", "3301-0001-0007", cardPIN)
+	wantAll(t, "the card bound", body, "电表卡 ****0007 已与此 USB 密钥绑定。", `id="card-number">****0007`, `id="card-form"`)
+	if strings.Contains(body, cardPIN) || strings.Contains(body, "3301-0001-0007") {
+		t.Fatal("the PIN or the card number is on the page")
+	}
+	if b, found, err := readCardBinding(context.Background(), f.objs); err != nil || !found || b.CardSerial != "CARD0001" {
+		t.Fatalf("the key's record of its card: %+v %v %v", b, found, err)
+	}
+}

@@ -322,6 +322,8 @@ type walletPageView struct {
 	CardAmount  string
 	CardErr     string
 	CardResult  *cardOutcome
+	// The card issue form's fields, back after an error (never the PIN).
+	CardLabel, CardNumber string
 }
 
 // Loaded says the wallet took at least one load, so GridPay's signature
@@ -364,6 +366,7 @@ type cardPanel struct {
 
 // cardOutcome is what a card operation did.
 type cardOutcome struct {
+	Issued   bool // the card was bound to the key
 	Transfer bool
 	Amount   money.Fen
 	View     cardView
@@ -730,6 +733,49 @@ func (s *uiServer) cardSubmit(w http.ResponseWriter, r *http.Request, ks *uiSess
 	if err != nil {
 		out.Err = describeCardError(call.lang, err)
 		s.log.Info("meter card operation from the window failed", zap.Bool("transfer", transfer), zap.Error(err))
+	}
+	id, err := s.wallet.keep(&walletResult{client: call.client, card: out})
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/wallet?card="+url.QueryEscape(id)+"#card", http.StatusSeeOther)
+	return nil
+}
+
+// cardIssueSubmit binds a blank meter card in the reader to the key, as
+// "client card issue" does: the card's token label (on its sleeve), its
+// number and its PIN come from the form.
+func (s *uiServer) cardIssueSubmit(w http.ResponseWriter, r *http.Request, ks *uiSession) error {
+	call := callOf(r)
+	pin := call.form["card_pin"]
+	defer clear(pin)
+	label := strings.TrimSpace(call.form.get("card_label"))
+	number := strings.TrimSpace(call.form.get("card_number"))
+	var msg string
+	switch {
+	case label == "":
+		msg = tr(call.lang, "card.label.empty")
+	case !cardNumberPattern.MatchString(number):
+		msg = tr(call.lang, "card.number.bad")
+	case len(pin) == 0:
+		msg = tr(call.lang, "card.pin.empty")
+	}
+	if msg != "" {
+		v := s.walletView(r, ks)
+		v.CardLabel, v.CardNumber, v.CardErr = label, number, msg
+		s.render(w, http.StatusBadRequest, "wallet", v)
+		return nil
+	}
+	out := &cardOutcome{Issued: true}
+	view, err := s.a.quiet().bindCard(r.Context(), ks.session, cardFlags{label: label, pin: pin}, hsm.Selector{Label: label}, number)
+	if walletFatal(err) {
+		return err
+	}
+	if err != nil {
+		out.Err = describeCardError(call.lang, err)
+		s.log.Info("binding a meter card from the window failed", zap.Error(err))
+	} else {
+		out.View = view
 	}
 	id, err := s.wallet.keep(&walletResult{client: call.client, card: out})
 	if err != nil {

@@ -232,11 +232,11 @@ func TestWebUIInChromium(t *testing.T) {
 	k := s.provision(customer, "key-ui")
 	s.fund(customer, money.Yuan(1_000))
 	pin := strings.TrimSpace(readFile(t, k.pinFile))
-	// The meter card, bound to the key by the power company (the CLI).
+	// A blank meter card from the power company (adminctl token init); the
+	// customer binds it to the key in the window.
 	cardPIN := s.secret("card.pin", "pin-card-ui")
 	s.admin("tokens", "init", "--token-label", "meter-card-ui", "--so-pin-file", s.secret("card.so", "so-pin-card-ui"), "--pin-file", cardPIN)
 	cardArgs := []string{"--card-label", "meter-card-ui", "--card-pin-file", cardPIN}
-	k.clientJSON(&struct{}{}, append([]string{"card", "issue", "--card-number", "3301-0001-0042"}, cardArgs...)...)
 
 	// What the CLI sees, to compare with the window.
 	var me struct {
@@ -481,6 +481,12 @@ func loadWalletInChromium(t *testing.T, ctx context.Context, s *stack, shot *sho
 	if l := s.waitLoad(loadID, store.LoadConfirmed, 10*time.Second); l.Amount != int64(money.Yuan(300)) {
 		t.Fatalf("GridPay's record of the load: %+v", l)
 	}
+
+	// The blank meter card bound to the key, its PIN typed in the page.
+	browse(t, ctx, "bind the meter card", chromedp.SendKeys(chromedp.ID("card-label"), "meter-card-ui"),
+		chromedp.SendKeys(chromedp.ID("card-number-field"), "3301-0001-0042"), chromedp.SendKeys(chromedp.ID("card-issue-pin"), cardPIN),
+		chromedp.Click(chromedp.ID("card-issue")), chromedp.WaitVisible(chromedp.ID("card-form")))
+	shot.take("15b-wallet-card-bound")
 
 	// On to the meter card, with its PIN typed in the page.
 	if n := pageText(t, ctx, "#card-number"); n != "****0042" {
