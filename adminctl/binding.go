@@ -48,8 +48,38 @@ func init() {
 	})
 }
 
+// dialTemporal connects to Temporal with the payload codec, whose keys are
+// in the HSM: the HSM stays open until the client is closed.
 func (a *admin) dialTemporal(ctx context.Context) (client.Client, error) {
-	return app.DialTemporal(ctx, a.cfg.Temporal, a.log)
+	if a.cfg.Temporal.Codec.Disabled {
+		return app.DialTemporal(ctx, a.cfg.Temporal, nil, a.log)
+	}
+	tok, err := a.openHSM()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := app.PayloadCodec(ctx, a.cfg.Temporal, tok, a.log)
+	if err == nil {
+		var tc client.Client
+		if tc, err = app.DialTemporal(ctx, a.cfg.Temporal, pc, a.log); err == nil {
+			return hsmClient{Client: tc, tok: tok}, nil
+		}
+	}
+	tok.Close()
+	return nil, err
+}
+
+// hsmClient is a Temporal client whose codec holds the HSM open. (Not for
+// worker.New, which takes the SDK's own client type only; adminctl runs no
+// worker.)
+type hsmClient struct {
+	client.Client
+	tok *hsm.Token
+}
+
+func (c hsmClient) Close() {
+	c.Client.Close()
+	c.tok.Close()
 }
 
 // waitFor bounds a wait on a workflow; the hint says what to check when it

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gridpay/gridpay/authority"
+	"github.com/gridpay/gridpay/codec"
 	"github.com/gridpay/gridpay/hsm"
 	"github.com/gridpay/gridpay/internal/cli"
 	"github.com/gridpay/gridpay/store"
@@ -23,7 +25,9 @@ services CA it generates the key pair inside the HSM (sensitive, never extractab
 unless a key with the configured label exists, creates and stores the CA certificate
 unless present, records it and audits it. It then publishes a first CRL for each CA
 and exports root.pem, issuing.pem, chain.pem, customer-ca.pem, services-ca.pem and
-the CRLs into pki.dir. Running it again changes nothing but the exported files.`,
+the CRLs into pki.dir. It also creates the AES-256 key that encrypts Temporal
+payloads (temporal.codec.key_label) unless present. Running it again changes
+nothing but the exported files.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -34,13 +38,23 @@ the CRLs into pki.dir. Running it again changes nothing but the exported files.`
 					p.Done("failed")
 					return err
 				}
+				out := caInitReport{InitReport: rep}
+				if out.PayloadKey, err = a.ensurePayloadKey(ctx, tok, func(detail map[string]any) error {
+					_, err := store.AppendAudit(ctx, db, store.AuditRecord{Actor: actor(), Action: payloadKeyAudit,
+						Subject: a.cfg.Temporal.Codec.KeyLabel, Outcome: store.OutcomeOK, Detail: detail})
+					return err
+				}); err != nil {
+					p.Done("failed")
+					return err
+				}
 				p.Done("done")
-				return a.out.Print(rep, func(w io.Writer) {
+				return a.out.Print(out, func(w io.Writer) {
 					for _, s := range rep.Steps {
 						fmt.Fprintf(w, "%-9s key %-7s certificate %-7s %s (serial %s, until %s)\n", s.CA, s.Key, s.Cert, s.Subject, s.Serial, s.NotAfter)
 					}
 					printCRLs(w, rep.CRLs)
 					fmt.Fprintf(w, "files in %s: root.pem issuing.pem chain.pem customer-ca.pem services-ca.pem root.crl customer.crl services.crl\n", rep.Files.Dir)
+					out.PayloadKey.print(w)
 				})
 			})
 		},
@@ -100,4 +114,50 @@ func printCRLs(w io.Writer, crls []authority.CRLInfo) {
 	for _, c := range crls {
 		fmt.Fprintf(w, "%-9s CRL #%d, %d revoked, next update %s\n", c.CA, c.Number, c.Revoked, c.NextUpdate.Format(time.RFC3339))
 	}
+}
+
+// caInitReport is what ca init prints: the CA's report and the payload key.
+type caInitReport struct {
+	authority.InitReport
+	PayloadKey payloadKeyStep `json:"payload_key"`
+}
+
+// payloadKeyStep says what became of the key that encrypts Temporal
+// payloads.
+type payloadKeyStep struct {
+	Label string `json:"label,omitempty"`
+	KeyID string `json:"key_id,omitempty"`
+	// Key is created, reused, or disabled (temporal.codec.disabled).
+	Key string `json:"key"`
+}
+
+func (s payloadKeyStep) print(w io.Writer) {
+	if s.Key == "disabled" {
+		fmt.Fprintln(w, "payload   key disabled (temporal.codec.disabled: Temporal payloads are not encrypted)")
+		return
+	}
+	fmt.Fprintf(w, "payload   key %-7s AES-256 %s (encrypts Temporal payloads)\n", s.Key, s.KeyID)
+}
+
+const payloadKeyAudit = "payload_key.create"
+
+// ensurePayloadKey creates the Temporal payload key in the HSM unless it
+// is there, and has its creation audited.
+func (a *admin) ensurePayloadKey(ctx context.Context, tok *hsm.Token, audit func(detail map[string]any) error) (payloadKeyStep, error) {
+	cfg := a.cfg.Temporal.Codec
+	if cfg.Disabled {
+		return payloadKeyStep{Key: "disabled"}, nil
+	}
+	id, created, err := codec.EnsureHSMKey(ctx, tok, cfg.KeyLabel)
+	if err != nil {
+		return payloadKeyStep{}, err
+	}
+	step := payloadKeyStep{Label: cfg.KeyLabel, KeyID: id, Key: "reused"}
+	if created {
+		step.Key = "created"
+		if err := audit(map[string]any{"key_id": id, "algorithm": "AES-256-GCM"}); err != nil {
+			return step, fmt.Errorf("payload key %s created but not audited: %w", id, err)
+		}
+	}
+	return step, nil
 }

@@ -186,9 +186,16 @@ func (a *admin) temporalCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "temporal", Short: "Temporal set-up for GridPay", Args: noArgs}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "setup",
-		Short: "Register GridPay's search attributes (CustomerID, TokenSerial, OperationKind, OperationStatus)",
-		Args:  noArgs,
+		Short: "Register GridPay's search attributes (CustomerID, TokenSerial, OperationKind, OperationStatus) and ensure the payload key",
+		Long: `setup registers GridPay's search attributes in the namespace, and makes sure the
+HSM holds the key that encrypts Temporal payloads (temporal.codec.key_label), creating
+it as adminctl ca init does. Running it again changes nothing.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := a.ensurePayloadKeyAtDesk(cmd)
+			if err != nil {
+				return err
+			}
 			tc, err := a.dialTemporal(cmd.Context())
 			if err != nil {
 				return err
@@ -198,15 +205,33 @@ func (a *admin) temporalCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.out.Print(map[string]any{"namespace": a.cfg.Temporal.Namespace, "added": added}, func(w io.Writer) {
+			return a.out.Print(map[string]any{"namespace": a.cfg.Temporal.Namespace, "added": added, "payload_key": key}, func(w io.Writer) {
 				if len(added) == 0 {
 					fmt.Fprintf(w, "search attributes already registered in namespace %s\n", a.cfg.Temporal.Namespace)
 				}
 				for _, n := range added {
 					fmt.Fprintf(w, "registered search attribute %s\n", n)
 				}
+				key.print(w)
 			})
 		},
 	})
 	return cmd
+}
+
+// ensurePayloadKeyAtDesk is ensurePayloadKey for commands that do not
+// otherwise open the database: the audit is best effort (auditDesk).
+func (a *admin) ensurePayloadKeyAtDesk(cmd *cobra.Command) (payloadKeyStep, error) {
+	if a.cfg.Temporal.Codec.Disabled {
+		return payloadKeyStep{Key: "disabled"}, nil
+	}
+	tok, err := a.openHSM()
+	if err != nil {
+		return payloadKeyStep{}, err
+	}
+	defer tok.Close()
+	return a.ensurePayloadKey(cmd.Context(), tok, func(detail map[string]any) error {
+		a.auditDesk(cmd, payloadKeyAudit, a.cfg.Temporal.Codec.KeyLabel, detail)
+		return nil
+	})
 }

@@ -53,6 +53,31 @@ type Temporal struct {
 	TaskQueue string `mapstructure:"task_queue" json:"task_queue"`
 	// UIAddress is where operators open the Temporal Web UI (shown in output).
 	UIAddress string `mapstructure:"ui_address" json:"ui_address"`
+	// Codec encrypts what GridPay's programs hand to Temporal.
+	Codec PayloadCodec `mapstructure:"codec" json:"codec"`
+}
+
+// PayloadCodec configures the encryption of Temporal payloads (workflow,
+// activity, signal, update and query arguments and results, failure
+// details and messages) with AES-256-GCM keys that never leave the HSM: the
+// Temporal server, its database and its Web UI hold ciphertext only. Every
+// program that talks to Temporal must use the same keys.
+type PayloadCodec struct {
+	// KeyLabel is the HSM key that encrypts (adminctl ca init creates it).
+	KeyLabel string `mapstructure:"key_label" json:"key_label"`
+	// OldKeyLabels are earlier keys, still accepted for decrypting what
+	// they encrypted (key rotation); they never encrypt.
+	OldKeyLabels []string `mapstructure:"old_key_labels" json:"old_key_labels"`
+	// Disabled sends payloads to Temporal in clear. Never the default: it
+	// must be set explicitly, and programs warn about it at start.
+	Disabled bool `mapstructure:"disabled" json:"disabled"`
+	// Listen is where the worker serves the codec endpoint the Temporal
+	// Web UI decodes payloads through (empty: not served). Only the worker
+	// reads it; keep it on loopback or the admin network.
+	Listen string `mapstructure:"listen" json:"listen"`
+	// UIOrigin is the Web UI's origin (scheme://host:port), the one web
+	// origin the codec endpoint answers (CORS). Worker only.
+	UIOrigin string `mapstructure:"ui_origin" json:"ui_origin"`
 }
 
 // PKI configures the certificate authority whose keys live in the HSM.
@@ -267,6 +292,11 @@ func defaultCommon() Common {
 			Namespace: "default",
 			TaskQueue: "gridpay",
 			UIAddress: "http://127.0.0.1:8233",
+			Codec: PayloadCodec{
+				KeyLabel:     "gridpay-payload-key",
+				OldKeyLabels: []string{},
+				UIOrigin:     "http://127.0.0.1:8233",
+			},
 		},
 	}
 }

@@ -193,3 +193,84 @@ func TestSharedFile(t *testing.T) {
 		t.Fatalf("a client key in a server file: %v", err)
 	}
 }
+
+// The payload codec is on unless switched off explicitly, its keys come from
+// the file or the environment, and the worker's codec endpoint is checked.
+func TestPayloadCodec(t *testing.T) {
+	for name, cfg := range map[string]Common{"worker": DefaultWorker().Common, "gateway": DefaultGateway().Common, "admin": DefaultAdmin().Common} {
+		c := cfg.Temporal.Codec
+		if c.Disabled || c.KeyLabel != "gridpay-payload-key" || len(c.OldKeyLabels) != 0 || c.Listen != "" {
+			t.Errorf("%s: default codec %+v; want enabled with gridpay-payload-key, no old keys, no endpoint", name, c)
+		}
+	}
+
+	file := writeFile(t, `
+temporal:
+  codec:
+    key_label: payload-2026
+    old_key_labels: [payload-2025, payload-2024]
+    listen: 127.0.0.1:8089
+    ui_origin: http://127.0.0.1:8233
+`)
+	cfg, err := Load(DefaultWorker(), Source{File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Temporal.Codec
+	if c.KeyLabel != "payload-2026" || strings.Join(c.OldKeyLabels, ",") != "payload-2025,payload-2024" || c.Listen != "127.0.0.1:8089" {
+		t.Fatalf("file not applied: %+v", c)
+	}
+	t.Setenv("GRIDPAY_TEMPORAL_CODEC_OLD_KEY_LABELS", "a,b")
+	t.Setenv("GRIDPAY_TEMPORAL_CODEC_DISABLED", "true")
+	t.Setenv("GRIDPAY_TEMPORAL_CODEC_LISTEN", "")
+	gw, err := Load(DefaultGateway(), Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := gw.Temporal.Codec; strings.Join(c.OldKeyLabels, ",") != "a,b" || !c.Disabled {
+		t.Fatalf("environment not applied: %+v", c)
+	}
+}
+
+func TestPayloadCodecRefusals(t *testing.T) {
+	cases := map[string]struct {
+		body, key, problem string
+	}{
+		"unknown key":         {"temporal:\n  codec:\n    key_lable: x\n", "temporal.codec.key_lable", "unknown key"},
+		"no key label":        {"temporal:\n  codec:\n    key_label: \"\"\n", "temporal.codec.key_label", "required"},
+		"current key as old":  {"temporal:\n  codec:\n    old_key_labels: [gridpay-payload-key]\n", "temporal.codec.old_key_labels", "current key"},
+		"old key twice":       {"temporal:\n  codec:\n    old_key_labels: [k1, k1]\n", "temporal.codec.old_key_labels", "listed twice"},
+		"empty old key":       {"temporal:\n  codec:\n    old_key_labels: [\"\"]\n", "temporal.codec.old_key_labels", "empty"},
+		"listen not hostport": {"temporal:\n  codec:\n    listen: 8089\n", "temporal.codec.listen", "host:port"},
+		"endpoint without codec": {"temporal:\n  codec:\n    disabled: true\n    listen: 127.0.0.1:8089\n",
+			"temporal.codec.listen", "needs the codec"},
+		"no origin":        {"temporal:\n  codec:\n    listen: 127.0.0.1:8089\n    ui_origin: \"\"\n", "temporal.codec.ui_origin", "required"},
+		"wildcard origin":  {"temporal:\n  codec:\n    listen: 127.0.0.1:8089\n    ui_origin: \"*\"\n", "temporal.codec.ui_origin", "any web page"},
+		"origin with path": {"temporal:\n  codec:\n    listen: 127.0.0.1:8089\n    ui_origin: http://127.0.0.1:8233/\n", "temporal.codec.ui_origin", "without a path"},
+		"origin scheme":    {"temporal:\n  codec:\n    listen: 127.0.0.1:8089\n    ui_origin: ftp://ui\n", "temporal.codec.ui_origin", "http://"},
+		"origin case":      {"temporal:\n  codec:\n    listen: 127.0.0.1:8089\n    ui_origin: http://UI:8080\n", "temporal.codec.ui_origin", "lower case"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(DefaultWorker(), Source{File: writeFile(t, tc.body)})
+			if err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), tc.problem) {
+				t.Fatalf("want an error naming %s (%s), got %v", tc.key, tc.problem, err)
+			}
+		})
+	}
+
+	// Only the worker serves the endpoint: the gateway and adminctl, which
+	// may share the file, ignore its settings.
+	file := writeFile(t, "temporal:\n  codec:\n    listen: 127.0.0.1:8089\n    ui_origin: \"*\"\n")
+	if _, err := Load(DefaultGateway(), Source{File: file}); err != nil {
+		t.Errorf("gateway: %v", err)
+	}
+	if _, err := Load(DefaultAdmin(), Source{File: file}); err != nil {
+		t.Errorf("adminctl: %v", err)
+	}
+	// Switching the codec off is explicit; its key labels then do not matter.
+	file = writeFile(t, "temporal:\n  codec:\n    disabled: true\n    key_label: \"\"\n")
+	if cfg, err := Load(DefaultWorker(), Source{File: file}); err != nil || !cfg.Temporal.Codec.Disabled {
+		t.Errorf("disabled codec: %+v %v", cfg.Temporal.Codec, err)
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -110,6 +111,64 @@ func (t Temporal) check(c *checker, prefix string) {
 	c.hostPort(prefix+".address", t.Address)
 	c.required(prefix+".namespace", t.Namespace)
 	c.required(prefix+".task_queue", t.TaskQueue)
+	t.Codec.check(c, prefix+".codec")
+}
+
+func (p PayloadCodec) check(c *checker, prefix string) {
+	if p.Disabled {
+		return
+	}
+	c.required(prefix+".key_label", p.KeyLabel)
+	seen := map[string]bool{p.KeyLabel: true}
+	for i, label := range p.OldKeyLabels {
+		switch {
+		case strings.TrimSpace(label) == "":
+			c.add(prefix+".old_key_labels", "entry %d is empty", i+1)
+		case label == p.KeyLabel:
+			c.add(prefix+".old_key_labels", "%q is the current key (%s.key_label); list only earlier keys", label, prefix)
+		case seen[label]:
+			c.add(prefix+".old_key_labels", "%q is listed twice", label)
+		}
+		seen[label] = true
+	}
+}
+
+// checkServer checks the codec endpoint the worker serves to the Web UI.
+func (p PayloadCodec) checkServer(c *checker, prefix string) {
+	if p.Listen == "" {
+		return
+	}
+	c.hostPort(prefix+".listen", p.Listen)
+	if p.Disabled {
+		c.add(prefix+".listen", "the codec endpoint needs the codec, but %s.disabled is true", prefix)
+	}
+	if c.required(prefix+".ui_origin", p.UIOrigin) {
+		if problem := originProblem(p.UIOrigin); problem != "" {
+			c.add(prefix+".ui_origin", "%q %s", p.UIOrigin, problem)
+		}
+	}
+}
+
+// originProblem says what keeps s from being a web origin as browsers send
+// it in the Origin header (scheme://host[:port], nothing more), or "".
+func originProblem(s string) string {
+	if s == "*" || s == "null" {
+		return "would let any web page decrypt payloads; name the Web UI's origin"
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "is not a URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must start with http:// or https://"
+	case u.Host == "" || u.Hostname() == "":
+		return "has no host"
+	case u.User != nil, u.Path != "", u.RawQuery != "", u.Fragment != "", strings.HasSuffix(s, "?"), strings.HasSuffix(s, "#"):
+		return "must be scheme://host[:port] only, without a path (not even a trailing /)"
+	case strings.ToLower(s) != s:
+		return "must be lower case, as browsers send it"
+	}
+	return ""
 }
 
 func (p PKI) check(c *checker, prefix string) {
@@ -154,6 +213,7 @@ func (w Worker) Validate() error {
 	w.UnionPay.check(&c, "unionpay", true)
 	c.required("load.signer_key_label", w.Load.SignerKeyLabel)
 	c.positive("shutdown_timeout", w.ShutdownTimeout)
+	w.Temporal.Codec.checkServer(&c, "temporal.codec")
 	return c.err()
 }
 

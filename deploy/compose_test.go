@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,7 +35,7 @@ func loadProject(t *testing.T) *types.Project {
 
 func TestComposeTopology(t *testing.T) {
 	p := loadProject(t)
-	want := []string{"postgresql", "temporal-schema", "temporal", "temporal-ui", "worker", "gateway"}
+	want := []string{"postgresql", "temporal-schema", "temporal", "temporal-ui", "worker", "worker-codec", "gateway"}
 	for _, name := range want {
 		if _, err := p.GetService(name); err != nil {
 			t.Errorf("service %s missing: %v", name, err)
@@ -54,6 +55,7 @@ func TestComposeTopology(t *testing.T) {
 		"temporal":        {"temporal-schema": types.ServiceConditionCompletedSuccessfully},
 		"temporal-ui":     {"temporal": types.ServiceConditionHealthy},
 		"worker":          {"temporal": types.ServiceConditionHealthy, "postgresql": types.ServiceConditionHealthy},
+		"worker-codec":    {"temporal": types.ServiceConditionHealthy, "postgresql": types.ServiceConditionHealthy},
 		"gateway":         {"temporal": types.ServiceConditionHealthy, "postgresql": types.ServiceConditionHealthy},
 	}
 	for svc, deps := range dependsOn {
@@ -80,6 +82,7 @@ func TestComposeExposure(t *testing.T) {
 			switch {
 			case s.Name == "gateway":
 			case s.Name == "temporal-ui" && port.HostIP == "127.0.0.1":
+			case s.Name == "worker-codec" && port.HostIP == "127.0.0.1":
 			default:
 				t.Errorf("service %s publishes port %s on %q", s.Name, port.Published, port.HostIP)
 			}
@@ -144,5 +147,61 @@ func TestComposeMountedFilesExist(t *testing.T) {
 				t.Errorf("%s builds from %s, which is missing", s.Name, df)
 			}
 		}
+	}
+}
+
+// Payloads are encrypted by every GridPay program with the same key, and
+// the Web UI decrypts them through worker-codec, which answers the UI's
+// origin only.
+func TestComposePayloadCodec(t *testing.T) {
+	p := loadProject(t)
+	env := func(svc, key string) string {
+		s, err := p.GetService(svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := s.Environment[key]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	for _, svc := range []string{"worker", "worker-codec", "gateway"} {
+		if env(svc, "GRIDPAY_TEMPORAL_CODEC_KEY_LABEL") != "gridpay-payload-key" {
+			t.Errorf("%s does not encrypt with gridpay-payload-key", svc)
+		}
+		if env(svc, "GRIDPAY_TEMPORAL_CODEC_DISABLED") != "" {
+			t.Errorf("%s switches the payload codec off", svc)
+		}
+		// The merge of the shared environment kept everything else.
+		if env(svc, "GRIDPAY_HSM_PIN_FILE") == "" || env(svc, "GRIDPAY_TEMPORAL_ADDRESS") != "temporal:7233" {
+			t.Errorf("%s lost the shared environment", svc)
+		}
+	}
+	if env("worker", "GRIDPAY_TEMPORAL_CODEC_LISTEN") != "" {
+		t.Error("the scaled-out workers must not serve the codec endpoint (one address for the UI)")
+	}
+	listen := env("worker-codec", "GRIDPAY_TEMPORAL_CODEC_LISTEN")
+	_, port, _ := strings.Cut(listen, ":")
+	codec, _ := p.GetService("worker-codec")
+	if codec.Deploy != nil && codec.Deploy.Replicas != nil && *codec.Deploy.Replicas != 1 {
+		t.Errorf("worker-codec runs %d replicas; the UI calls one address", *codec.Deploy.Replicas)
+	}
+	var published string
+	for _, pp := range codec.Ports {
+		if fmt.Sprint(pp.Target) == port {
+			published = "http://" + pp.HostIP + ":" + pp.Published
+		}
+	}
+	if published == "" || env("temporal-ui", "TEMPORAL_CODEC_ENDPOINT") != published {
+		t.Errorf("temporal-ui's TEMPORAL_CODEC_ENDPOINT %q is not worker-codec's published endpoint %q (listen %s)",
+			env("temporal-ui", "TEMPORAL_CODEC_ENDPOINT"), published, listen)
+	}
+	ui, _ := p.GetService("temporal-ui")
+	var uiOrigin string
+	for _, pp := range ui.Ports {
+		uiOrigin = "http://" + pp.HostIP + ":" + pp.Published
+	}
+	if got := env("worker-codec", "GRIDPAY_TEMPORAL_CODEC_UI_ORIGIN"); got != uiOrigin {
+		t.Errorf("worker-codec allows origin %q; the Web UI is at %q", got, uiOrigin)
 	}
 }

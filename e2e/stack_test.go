@@ -18,6 +18,15 @@ import (
 	"testing"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/proxy"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/gridpay/gridpay/codec"
+	"github.com/gridpay/gridpay/hsm"
 	"github.com/gridpay/gridpay/internal/testenv"
 )
 
@@ -160,6 +169,7 @@ payment: {query_first: 2s, query_max: 4s, grace: 5s, refund_query_max: 3s, post_
 
 	s.admin("db", "migrate")
 	s.admin("ca", "init")
+	s.useCodec(hsmToken)
 	s.admin("ca", "issue", "--server", "--name", "gateway", "--dns", "localhost", "--ip", "127.0.0.1", "--key-label", "gridpay-gateway-tls")
 	s.admin("ca", "issue", "--name", "gateway", "--key-label", "gridpay-gateway-platform")
 	s.admin("ca", "issue", "--name", "worker", "--key-label", "gridpay-worker-platform")
@@ -167,6 +177,123 @@ payment: {query_first: 2s, query_max: 4s, grace: 5s, refund_query_max: 3s, post_
 	s.run("unionpay-sim", "merchant-cert", "--state-dir", filepath.Join(s.dir, "up"), "--out-dir", filepath.Join(s.dir, "merchant"),
 		"--mer-id", "898310048160001", "--log-level", "warn")
 	return s
+}
+
+// useCodec gives the tests' Temporal client (s.temporal.Client) the payload
+// codec with the key adminctl ca init made, as the programs use it. At the
+// end of a test, every payload Temporal holds must be encrypted.
+// Benchmarks keep a plain client: their bare-workflow baseline is
+// Temporal's own cost, and they run too many workflows to check.
+func (s *stack) useCodec(tt testenv.TestToken) {
+	s.t.Helper()
+	t, ok := s.t.(*testing.T)
+	if !ok {
+		return
+	}
+	key := hsmPerCall{module: s.module, sel: tt.Selector(), pin: tt.UserPIN, label: "gridpay-payload-key"}
+	id, err := key.id()
+	if err != nil {
+		t.Fatalf("the payload key adminctl ca init should have made: %v", err)
+	}
+	pc, err := codec.New(codec.Key{ID: id, Cipher: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := s.temporal.Client()
+	if err := s.temporal.UseCodec(pc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { checkPayloadsEncrypted(t, plain) })
+}
+
+// hsmPerCall is the payload key with the HSM opened for each operation.
+// SoftHSM2 sees only the tokens that existed when a process initialised
+// it, and the tests make USB keys in child processes and then open them in
+// this one: the module must not stay initialised here.
+type hsmPerCall struct {
+	module     string
+	sel        hsm.Selector
+	pin, label string
+}
+
+func (h hsmPerCall) with(ctx context.Context, fn func(*hsm.AEAD) ([]byte, error)) ([]byte, error) {
+	tok, err := hsm.OpenToken(h.module, h.sel, []byte(h.pin), hsm.Options{PoolSize: 1})
+	if err != nil {
+		return nil, err
+	}
+	defer tok.Close()
+	a, err := tok.AEAD(ctx, hsm.KeyRef{Label: h.label})
+	if err != nil {
+		return nil, err
+	}
+	return fn(a)
+}
+
+func (h hsmPerCall) id() (string, error) {
+	var id string
+	_, err := h.with(context.Background(), func(a *hsm.AEAD) ([]byte, error) {
+		id = codec.HSMKeyID(a.Ref())
+		return nil, nil
+	})
+	return id, err
+}
+
+func (h hsmPerCall) SealContext(ctx context.Context, plaintext, aad []byte) ([]byte, error) {
+	return h.with(ctx, func(a *hsm.AEAD) ([]byte, error) { return a.SealContext(ctx, plaintext, aad) })
+}
+
+func (h hsmPerCall) OpenContext(ctx context.Context, sealed, aad []byte) ([]byte, error) {
+	return h.with(ctx, func(a *hsm.AEAD) ([]byte, error) { return a.OpenContext(ctx, sealed, aad) })
+}
+
+// checkPayloadsEncrypted reads the raw history of every workflow run in the
+// namespace, as the Temporal server stores it, and fails t for any payload
+// in clear (search attributes aside: they are indexed by design).
+func checkPayloadsEncrypted(t *testing.T, plain client.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var next []byte
+	inClear, runs, payloads := 0, 0, 0
+	for {
+		page, err := plain.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: "default", PageSize: 100, NextPageToken: next})
+		if err != nil {
+			t.Errorf("listing workflows to check their payloads: %v", err)
+			return
+		}
+		for _, ex := range page.Executions {
+			runs++
+			wf := ex.GetExecution()
+			var h historypb.History
+			it := plain.GetWorkflowHistory(ctx, wf.GetWorkflowId(), wf.GetRunId(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+			for it.HasNext() {
+				ev, err := it.Next()
+				if err != nil {
+					t.Errorf("history of %s: %v", wf.GetWorkflowId(), err)
+					break
+				}
+				h.Events = append(h.Events, ev)
+			}
+			_ = proxy.VisitPayloads(ctx, &h, proxy.VisitPayloadsOptions{
+				SkipSearchAttributes: true,
+				Visitor: func(vc *proxy.VisitPayloadsContext, ps []*commonpb.Payload) ([]*commonpb.Payload, error) {
+					for _, p := range ps {
+						payloads++
+						if codec.IsEncrypted(p) {
+							continue
+						}
+						if inClear++; inClear <= 10 {
+							t.Errorf("workflow %s: a payload in %T is in clear (encoding %q)", wf.GetWorkflowId(), vc.Parent, p.GetMetadata()["encoding"])
+						}
+					}
+					return ps, nil
+				},
+			})
+		}
+		if next = page.GetNextPageToken(); len(next) == 0 {
+			t.Logf("Temporal holds %d payloads in %d workflow runs: %d in clear", payloads, runs, inClear)
+			return
+		}
+	}
 }
 
 // startUnionPay starts the UnionPay simulator (100 times faster than real

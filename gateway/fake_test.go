@@ -208,6 +208,7 @@ func (f *fakePlatform) PostPayment(context.Context, platform.PostPayment) (platf
 func (f *fakePlatform) ReversePayment(context.Context, string, string) (platform.Payment, error) {
 	return platform.Payment{}, errNotInFake
 }
+
 // PrepaidAccount: alice (C1001) has 1,234.56 prepaid; others none.
 func (f *fakePlatform) PrepaidAccount(_ context.Context, id string) (platform.PrepaidAccount, error) {
 	if id != "C1001" {

@@ -102,7 +102,11 @@ func runGateway(ctx context.Context, cfg config.Gateway, log *zap.Logger, h hook
 		return errors.New("no Temporal connection")
 	}
 	if pays == nil {
-		tc, err := app.DialTemporal(ctx, cfg.Temporal, log)
+		pc, err := app.PayloadCodec(ctx, cfg.Temporal, tok, log)
+		if err != nil {
+			return err
+		}
+		tc, err := app.DialTemporal(ctx, cfg.Temporal, pc, log)
 		if err != nil {
 			return err
 		}

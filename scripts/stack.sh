@@ -23,6 +23,10 @@ MERCHANT_ID="898310048160001"
 SIM_DIR="$RUN/platform-sim"
 SIM_DSN="postgres://gridpay@127.0.0.1:$PG_PORT/platform?sslmode=disable"
 GATEWAY_PORT="${GRIDPAY_DEV_GATEWAY_PORT:-8443}"
+# The worker's codec endpoint, through which the Web UI decrypts payloads.
+CODEC_PORT="${GRIDPAY_DEV_CODEC_PORT:-8089}"
+CODEC_ENDPOINT="http://127.0.0.1:$CODEC_PORT"
+UI_ORIGIN="http://127.0.0.1:$TEMPORAL_UI_PORT"
 SIM_PORT="${GRIDPAY_DEV_SIM_PORT:-8700}"
 DEMO_KEY_LABEL="GridPay Demo Key"
 DEMO_CARD_LABEL="GridPay Demo Meter Card"
@@ -97,16 +101,25 @@ start_postgres() {
 	done
 }
 
+# temporal_has_codec: the running dev server's Web UI decodes through the
+# worker's codec endpoint (servers started before the codec existed do not).
+temporal_has_codec() { tr '\0' ' ' <"/proc/$(cat "$TEMPORAL_PID")/cmdline" 2>/dev/null | grep -q -- "--ui-codec-endpoint $CODEC_ENDPOINT"; }
+
 start_temporal() {
 	mkdir -p "$RUN/temporal" "$LOGS"
 	if temporal_running; then
-		say "Temporal: already running on 127.0.0.1:$TEMPORAL_PORT (reusing)"
-		return
+		if temporal_has_codec; then
+			say "Temporal: already running on 127.0.0.1:$TEMPORAL_PORT (reusing)"
+			return
+		fi
+		# Its state is in $TEMPORAL_DB: nothing is lost.
+		say "Temporal: restarting the dev server so that its Web UI decrypts payloads through $CODEC_ENDPOINT"
+		stop_pid "Temporal" "$TEMPORAL_PID"
 	fi
 	[ -x "$TEMPORAL_BIN" ] || die "Temporal CLI missing: run make tools"
 	say "Temporal: starting the dev server on 127.0.0.1:$TEMPORAL_PORT (state in $TEMPORAL_DB)"
 	nohup "$TEMPORAL_BIN" server start-dev --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
-		--ui-ip 127.0.0.1 --ui-port "$TEMPORAL_UI_PORT" --db-filename "$TEMPORAL_DB" \
+		--ui-ip 127.0.0.1 --ui-port "$TEMPORAL_UI_PORT" --ui-codec-endpoint "$CODEC_ENDPOINT" --db-filename "$TEMPORAL_DB" \
 		--namespace default --log-level warn >"$LOGS/temporal.log" 2>&1 &
 	echo $! >"$TEMPORAL_PID"
 	wait_for "Temporal" 60 "$TEMPORAL_BIN" operator cluster health --address "127.0.0.1:$TEMPORAL_PORT" \
@@ -156,6 +169,12 @@ temporal:
   namespace: default
   task_queue: gridpay
   ui_address: http://127.0.0.1:$TEMPORAL_UI_PORT
+  codec:
+    # Payloads are encrypted with this HSM key (adminctl ca init creates it);
+    # the worker serves the codec endpoint the Web UI decrypts them through.
+    key_label: gridpay-payload-key
+    listen: 127.0.0.1:$CODEC_PORT
+    ui_origin: $UI_ORIGIN
 pki:
   dir: $RUN/pki
   crl_url: http://127.0.0.1:8443/crl/customer.crl
@@ -185,7 +204,7 @@ setup_gridpay() {
 	export SOFTHSM2_CONF="$SOFTHSM_DIR/softhsm2.conf"
 	say "database: applying migrations"
 	"$BIN/adminctl" --config "$CONFIG" db migrate
-	say "CA: creating (or reusing) the CA keys in the HSM"
+	say "CA: creating (or reusing) the CA keys and the Temporal payload key in the HSM"
 	"$BIN/adminctl" --config "$CONFIG" ca init
 }
 
@@ -378,11 +397,11 @@ status() {
 	if pg_running; then note "PostgreSQL       127.0.0.1:$PG_PORT  database gridpay (data: $PGDATA)"; else note "PostgreSQL       stopped"; fi
 	if temporal_running; then
 		note "Temporal         127.0.0.1:$TEMPORAL_PORT  namespace default (state: $TEMPORAL_DB)"
-		note "Temporal Web UI  http://127.0.0.1:$TEMPORAL_UI_PORT"
+		note "Temporal Web UI  $UI_ORIGIN (payloads decrypted through the worker's codec endpoint $CODEC_ENDPOINT)"
 	else
 		note "Temporal         stopped"
 	fi
-	if worker_running; then note "worker           pid $(cat "$WORKER_PID"), schedule crl-publish (log: $LOGS/worker.log)"; else note "worker           stopped"; fi
+	if worker_running; then note "worker           pid $(cat "$WORKER_PID"), schedule crl-publish, codec endpoint $CODEC_ENDPOINT (log: $LOGS/worker.log)"; else note "worker           stopped"; fi
 	if running "$SIM_PID"; then note "platform sim      https://127.0.0.1:$SIM_PORT (mutual TLS; log: $LOGS/platform-sim.log)"; else note "platform sim      stopped"; fi
 	if running "$UP_PID"; then note "UnionPay sim     http://127.0.0.1:$UP_PORT (pay page; admin 127.0.0.1:$UP_ADMIN_PORT; log: $LOGS/unionpay-sim.log)"; else note "UnionPay sim     stopped"; fi
 	if running "$GATEWAY_PID"; then note "gateway          https://127.0.0.1:$GATEWAY_PORT (mutual TLS 1.3; log: $LOGS/gateway.log)"; else note "gateway          stopped"; fi

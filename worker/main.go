@@ -26,7 +26,10 @@ and runs until SIGINT or SIGTERM, then lets running activities finish
 (shutdown_timeout) before exiting.
 
 It refuses to start against a database whose schema is older than this binary
-(run "adminctl db migrate") or before the CA exists (run "adminctl ca init").`,
+(run "adminctl db migrate") or before the CA and the payload key exist (run
+"adminctl ca init"). Every payload it hands to Temporal is encrypted with the
+payload key in the HSM; with temporal.codec.listen set it also serves the codec
+endpoint through which the Temporal Web UI decrypts them.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gridpay/gridpay/activities"
 	"github.com/gridpay/gridpay/authority"
+	"github.com/gridpay/gridpay/codec"
 	"github.com/gridpay/gridpay/config"
 	"github.com/gridpay/gridpay/internal/app"
 	"github.com/gridpay/gridpay/store"
@@ -21,7 +22,18 @@ import (
 )
 
 // run wires the worker and blocks until ctx ends.
-func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
+func run(ctx context.Context, cfg config.Worker, log *zap.Logger) (err error) {
+	// The worker's codec is strict (it panics, see codec.Codec.Strict);
+	// here, outside any task, that is an error like any other.
+	defer func() {
+		if p := recover(); p != nil {
+			cp, ok := p.(codec.Panic)
+			if !ok {
+				panic(p)
+			}
+			err = fmt.Errorf("worker: %w", cp.Err)
+		}
+	}()
 	db, err := app.OpenDB(ctx, cfg.Database, "worker", true)
 	if err != nil {
 		return err
@@ -36,11 +48,24 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	tc, err := app.DialTemporal(ctx, cfg.Temporal, log)
+	pc, err := app.PayloadCodec(ctx, cfg.Temporal, tok, log)
+	if err != nil {
+		return err
+	}
+	// Workers block a workflow on a codec failure rather than fail it; the
+	// Web UI's codec endpoint answers errors.
+	tc, err := app.DialTemporal(ctx, cfg.Temporal, pc.Strict(), log)
 	if err != nil {
 		return err
 	}
 	defer tc.Close()
+	if cfg.Temporal.Codec.Listen != "" {
+		stop, err := serveCodec(cfg.Temporal.Codec, pc, log.Named("codec-server"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	if added, err := app.RegisterSearchAttributes(ctx, tc, cfg.Temporal.Namespace, workflows.SearchAttributes()); err != nil {
 		return err

@@ -3,19 +3,31 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/gridpay/gridpay/authority"
+	"github.com/gridpay/gridpay/codec"
 	"github.com/gridpay/gridpay/config"
 	"github.com/gridpay/gridpay/hsm"
 	"github.com/gridpay/gridpay/internal/app"
+	"github.com/gridpay/gridpay/internal/cli"
 	"github.com/gridpay/gridpay/internal/testenv"
 	simplatform "github.com/gridpay/gridpay/sim/platform"
 	simunionpay "github.com/gridpay/gridpay/sim/unionpay"
@@ -61,7 +73,21 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 	if _, err := ca.IssueServiceKey(ctx, ca.Keys(), cfg.Platform.ClientKeyLabel, authority.ServiceCert{Name: "worker"}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	admin.Close()
+	// Without the payload key the worker refuses to start, and says why.
+	err = run(ctx, cfg, zaptest.NewLogger(t))
+	if !errors.Is(err, hsm.ErrKeyNotFound) || !strings.Contains(err.Error(), "adminctl ca init") || cli.ExitCode(err) != cli.ExitNotFound {
+		t.Fatalf("worker without the payload key: %v (exit %d)", err, cli.ExitCode(err))
+	}
+	// adminctl ca init creates it.
+	if _, _, err := codec.EnsureHSMKey(ctx, admin, cfg.Temporal.Codec.KeyLabel); err != nil {
+		t.Fatal(err)
+	}
+	// The test's own client decrypts with the same key.
+	pc, err := codec.LoadHSM(ctx, admin, cfg.Temporal.Codec.KeyLabel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
 	// The platform the worker checks customers with.
 	services := x509.NewCertPool()
 	services.AddCert(ca.Services.Cert)
@@ -87,7 +113,17 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 	defer srv.Stop()
 	cfg.Temporal.Address = srv.Address()
 	cfg.Temporal.TaskQueue = "worker-test"
+	codecPort, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Temporal.Codec.Listen = fmt.Sprintf("127.0.0.1:%d", codecPort)
+	cfg.Temporal.Codec.UIOrigin = "http://127.0.0.1:8233"
 	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	plain := srv.Client()
+	if err := srv.UseCodec(pc); err != nil {
 		t.Fatal(err)
 	}
 
@@ -150,6 +186,7 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 	if err := testenv.RecordHistory(ctx, tc, wfID, runID, "publish_crls"); err != nil {
 		t.Fatal(err)
 	}
+	checkCodecServer(ctx, t, plain, wfID, runID, cfg.Temporal.Codec)
 
 	// A second worker start finds the schedule and keeps it (no error).
 	if err := ensureSchedules(ctx, tc, cfg); err != nil {
@@ -164,5 +201,56 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not stop")
+	}
+}
+
+// checkCodecServer reads the run's result as Temporal stores it (encrypted)
+// and has the worker's codec endpoint decrypt it for the Web UI's origin,
+// and refuse another origin.
+func checkCodecServer(ctx context.Context, t *testing.T, plain client.Client, wfID, runID string, cfg config.PayloadCodec) {
+	t.Helper()
+	var result *commonpb.Payloads
+	it := plain.GetWorkflowHistory(ctx, wfID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		result = ev.GetWorkflowExecutionCompletedEventAttributes().GetResult()
+	}
+	if len(result.GetPayloads()) != 1 || !codec.IsEncrypted(result.Payloads[0]) {
+		t.Fatalf("the worker's result is not encrypted in Temporal: %v", result)
+	}
+	body, err := protojson.Marshal(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(origin string) *http.Response {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+cfg.Listen+"/decode", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Namespace", "default")
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	resp := post(cfg.UIOrigin)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Access-Control-Allow-Origin") != cfg.UIOrigin {
+		t.Fatalf("codec endpoint: %d %v", resp.StatusCode, resp.Header)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	var decoded commonpb.Payloads
+	if err := protojson.Unmarshal(raw, &decoded); err != nil || len(decoded.Payloads) != 1 || codec.IsEncrypted(decoded.Payloads[0]) {
+		t.Fatalf("codec endpoint answered %s (%v)", raw, err)
+	}
+	var res workflows.PublishCRLsResult
+	if err := converter.GetDefaultDataConverter().FromPayload(decoded.Payloads[0], &res); err != nil || len(res.CRLs) != 3 {
+		t.Fatalf("decoded result: %+v %v", res, err)
+	}
+	if resp := post("http://attacker.example"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("another origin: %d", resp.StatusCode)
 	}
 }

@@ -489,7 +489,6 @@ func (l *loadImpl) validateSettlement(ctx workflow.Context, o OperatorSettlement
 // can still be settled by its key, or is settled already.
 const ErrTypeSettlementRefused = "SettlementRefused"
 
-
 // operatorUpdate hands the settlement to the main loop and answers once
 // the load is final.
 func (l *loadImpl) operatorUpdate(ctx workflow.Context, o OperatorSettlement) (LoadOutcome, error) {

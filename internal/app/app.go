@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gridpay/gridpay/authority"
+	"github.com/gridpay/gridpay/codec"
 	"github.com/gridpay/gridpay/config"
 	"github.com/gridpay/gridpay/hsm"
 	"github.com/gridpay/gridpay/internal/cli"
@@ -93,13 +94,41 @@ func AuthorityOptions(p config.PKI) authority.Options {
 // ErrTemporalUnavailable means the Temporal frontend did not answer.
 var ErrTemporalUnavailable = errors.New("temporal unavailable")
 
-// DialTemporal connects to Temporal with the SDK logging through zap.
-func DialTemporal(ctx context.Context, cfg config.Temporal, log *zap.Logger) (client.Client, error) {
-	c, err := client.DialContext(ctx, client.Options{
+// PayloadCodec loads the payload codec's keys (temporal.codec) from the
+// HSM. It is nil when the configuration disables the codec, which is
+// logged as a warning. A missing key is an error that says to run
+// adminctl ca init.
+func PayloadCodec(ctx context.Context, cfg config.Temporal, tok *hsm.Token, log *zap.Logger) (*codec.Codec, error) {
+	if cfg.Codec.Disabled {
+		log.Warn("temporal.codec.disabled is set: workflow payloads go to Temporal in clear")
+		return nil, nil
+	}
+	c, err := codec.LoadHSM(ctx, tok, cfg.Codec.KeyLabel, cfg.Codec.OldKeyLabels)
+	if err != nil {
+		return nil, fmt.Errorf("temporal.codec: %w", err)
+	}
+	log.Info("payload codec: Temporal payloads encrypted in the HSM", zap.String("key_id", c.KeyID()),
+		zap.Strings("decrypt_key_ids", c.KeyIDs()))
+	return c, nil
+}
+
+// DialTemporal connects to Temporal with the SDK logging through zap and
+// every payload going through pc (see codec.Codec.DataConverter): all of a
+// program's Temporal clients and workers must come from here, or share
+// this one. pc may be nil only when temporal.codec.disabled is set.
+func DialTemporal(ctx context.Context, cfg config.Temporal, pc *codec.Codec, log *zap.Logger) (client.Client, error) {
+	opts := client.Options{
 		HostPort:  cfg.Address,
 		Namespace: cfg.Namespace,
 		Logger:    logging.Temporal(log.Named("temporal")),
-	})
+	}
+	switch {
+	case pc != nil:
+		opts.DataConverter, opts.FailureConverter = pc.DataConverter(), pc.FailureConverter()
+	case !cfg.Codec.Disabled:
+		return nil, errors.New("app.DialTemporal: no payload codec, and temporal.codec.disabled is not set")
+	}
+	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", ErrTemporalUnavailable, cfg.Address, err)
 	}

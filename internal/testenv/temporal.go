@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 )
@@ -39,7 +40,11 @@ func TemporalCLI() (string, error) {
 // Temporal is a running Temporal dev server (in-memory SQLite unless a file
 // is given) on a free loopback port.
 type Temporal struct {
-	server *testsuite.DevServer
+	server    *testsuite.DevServer
+	namespace string
+
+	mu    sync.Mutex
+	coded client.Client // the server's client with the codec, once UseCodec was called
 }
 
 // TemporalOptions tunes StartTemporal.
@@ -106,7 +111,7 @@ func startTemporalOnce(ctx context.Context, opts TemporalOptions) (*Temporal, er
 	if err != nil {
 		return nil, fmt.Errorf("testenv: starting Temporal dev server (%s) on port %d: %w\n%s", cli, port, err, captured.tail(2000))
 	}
-	return &Temporal{server: srv}, nil
+	return &Temporal{server: srv, namespace: ns}, nil
 }
 
 // lockedBuffer collects a child's output for error messages.
@@ -137,8 +142,59 @@ func (b *lockedBuffer) tail(n int) string {
 // Address is the frontend's host:port.
 func (t *Temporal) Address() string { return t.server.FrontendHostPort() }
 
-// Client is a client connected to the server's namespace.
-func (t *Temporal) Client() client.Client { return t.server.Client() }
+// Client is a client connected to the server's namespace; after UseCodec,
+// one that encrypts and decrypts payloads as GridPay's programs do.
+func (t *Temporal) Client() client.Client {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.coded != nil {
+		return t.coded
+	}
+	return t.server.Client()
+}
+
+// Codec is the payload codec as GridPay's programs use it (*codec.Codec).
+type Codec interface {
+	converter.PayloadCodec
+	DataConverter() converter.DataConverter
+	FailureConverter() converter.FailureConverter
+}
+
+// UseCodec makes Client return a client with c's data and failure
+// converters (the same as app.DialTemporal's), for tests that talk to
+// workflows run by GridPay's programs. RecordHistory decrypts the histories
+// it reads through such a client.
+func (t *Temporal) UseCodec(c Codec) error {
+	tc, err := client.NewClientFromExisting(t.server.Client(), client.Options{
+		Namespace: t.namespace, DataConverter: c.DataConverter(), FailureConverter: c.FailureConverter(),
+	})
+	if err != nil {
+		return fmt.Errorf("testenv: UseCodec: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.coded != nil {
+		clientCodecs.Delete(t.coded)
+		t.coded.Close()
+	}
+	t.coded = tc
+	clientCodecs.Store(tc, converter.PayloadCodec(c))
+	return nil
+}
+
+// clientCodecs maps the clients UseCodec made to their codec, for
+// RecordHistory. (A wrapper type would do, but worker.New accepts only
+// the SDK's own client type.)
+var clientCodecs sync.Map
 
 // Stop stops the server.
-func (t *Temporal) Stop() error { return t.server.Stop() }
+func (t *Temporal) Stop() error {
+	t.mu.Lock()
+	if t.coded != nil {
+		clientCodecs.Delete(t.coded)
+		t.coded.Close()
+		t.coded = nil
+	}
+	t.mu.Unlock()
+	return t.server.Stop()
+}
