@@ -682,12 +682,13 @@ type SignerKeys interface {
 	Certificate(ctx context.Context, label string) (*x509.Certificate, error)
 }
 
-// KeyLoadSigner is the load signer kept in an HSM under Label, with the
+// ServiceKey is a signing key of one of GridPay's services (the load
+// signer, the audit anchor signer) kept in an HSM under Label, with the
 // services CA certificate as its chain. It looks the key up at its first
-// use (a worker starts without one and loads wait until an operator issues
-// it) and again every few minutes, so that a renewed certificate is
+// use (a worker starts without one and its users wait until an operator
+// issues it) and again every few minutes, so that a renewed certificate is
 // picked up.
-type KeyLoadSigner struct {
+type ServiceKey struct {
 	Keys  SignerKeys
 	Label string
 	// Intermediates complete the chain to GridPay's root: the services CA.
@@ -702,12 +703,12 @@ type KeyLoadSigner struct {
 	fetched time.Time
 }
 
-var _ LoadSigner = (*KeyLoadSigner)(nil)
+var _ LoadSigner = (*ServiceKey)(nil)
 
 const loadSignerRefresh = 5 * time.Minute
 
 // LoadSigner returns the key and its chain.
-func (k *KeyLoadSigner) LoadSigner(ctx context.Context) (crypto.Signer, []*x509.Certificate, error) {
+func (k *ServiceKey) LoadSigner(ctx context.Context) (crypto.Signer, []*x509.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.signer != nil && time.Since(k.fetched) < loadSignerRefresh {
@@ -716,11 +717,11 @@ func (k *KeyLoadSigner) LoadSigner(ctx context.Context) (crypto.Signer, []*x509.
 	hint := fmt.Sprintf("(issue it: adminctl ca issue --name %s --key-label %s)", k.service(), k.Label)
 	signer, err := k.Keys.Signer(ctx, k.Label)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load signer key %q: %w %s", k.Label, err, hint)
+		return nil, nil, fmt.Errorf("%s signing key %q: %w %s", k.service(), k.Label, err, hint)
 	}
 	cert, err := k.Keys.Certificate(ctx, k.Label)
 	if err != nil {
-		return nil, nil, fmt.Errorf("certificate of the load signer key %q: %w %s", k.Label, err, hint)
+		return nil, nil, fmt.Errorf("certificate of the %s signing key %q: %w %s", k.service(), k.Label, err, hint)
 	}
 	id, err := pki.IdentityOf(cert)
 	if err != nil || id.Kind != pki.KindService || id.Service != k.service() {
@@ -733,7 +734,7 @@ func (k *KeyLoadSigner) LoadSigner(ctx context.Context) (crypto.Signer, []*x509.
 	return k.signer, k.chain, nil
 }
 
-func (k *KeyLoadSigner) service() string {
+func (k *ServiceKey) service() string {
 	if k.Service != "" {
 		return k.Service
 	}

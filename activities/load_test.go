@@ -199,7 +199,7 @@ func (p *fakePrepaid) CreditPrepaid(_ context.Context, customerID, key string, a
 type testLoadSigner struct {
 	root   *x509.Certificate
 	keys   *memKeys
-	signer *KeyLoadSigner
+	signer *ServiceKey
 }
 
 // memKeys is authority.HSMKeys with in-memory keys.
@@ -249,7 +249,7 @@ func newTestLoadSigner(t *testing.T, service string) *testLoadSigner {
 	}
 	keys := &memKeys{signers: map[string]crypto.Signer{"gridpay-load-signer": lk}, certs: map[string]*x509.Certificate{"gridpay-load-signer": lc}}
 	return &testLoadSigner{root: rc, keys: keys,
-		signer: &KeyLoadSigner{Keys: keys, Label: "gridpay-load-signer", Intermediates: []*x509.Certificate{sc}}}
+		signer: &ServiceKey{Keys: keys, Label: "gridpay-load-signer", Intermediates: []*x509.Certificate{sc}}}
 }
 
 type loadFixture struct {

@@ -119,8 +119,29 @@ type Worker struct {
 	Platform Platform     `mapstructure:"platform" json:"platform"`
 	UnionPay UnionPay     `mapstructure:"unionpay" json:"unionpay"`
 	Load     LoadSettings `mapstructure:"load" json:"load"`
+	Audit    Audit        `mapstructure:"audit" json:"audit"`
 	// ShutdownTimeout bounds the graceful stop of running activities.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout" json:"shutdown_timeout"`
+}
+
+// Audit configures the anchoring of the audit log outside PostgreSQL: the
+// worker signs a checkpoint of the log's head with an HSM key every
+// AnchorInterval (a Temporal schedule), keeps it in the workflow's result
+// and writes it to AnchorDir; adminctl audit verify checks the log against
+// them, which detects a consistent rewrite of the log by a database
+// superuser.
+type Audit struct {
+	// AnchorInterval is how often the head is anchored (worker).
+	AnchorInterval time.Duration `mapstructure:"anchor_interval" json:"anchor_interval"`
+	// AnchorDir receives one file per anchor, never rewritten (empty: no
+	// files, the anchors are only in Temporal). In production, a WORM
+	// mount (object lock, append-only share) that the database's
+	// administrators cannot write to.
+	AnchorDir string `mapstructure:"anchor_dir" json:"anchor_dir"`
+	// SignerKeyLabel is the HSM key that signs anchors, its services-CA
+	// certificate (service "audit") stored under the same label: adminctl
+	// ca issue --name audit --key-label gridpay-audit-signer.
+	SignerKeyLabel string `mapstructure:"signer_key_label" json:"signer_key_label"`
 }
 
 // Platform configures GridPay's connection to the power company's payment
@@ -272,6 +293,8 @@ type Client struct {
 type Admin struct {
 	Common `mapstructure:",squash"`
 	PKI    PKI `mapstructure:"pki" json:"pki"`
+	// Audit.AnchorDir is where audit verify reads anchors by default.
+	Audit Audit `mapstructure:"audit" json:"audit"`
 }
 
 func defaultCommon() Common {
@@ -323,7 +346,12 @@ func defaultPKI() PKI {
 func DefaultWorker() Worker {
 	p := defaultPlatform()
 	p.ClientKeyLabel = "gridpay-worker-platform"
-	return Worker{Common: defaultCommon(), PKI: defaultPKI(), Platform: p, UnionPay: defaultUnionPay(), Load: defaultLoad(), ShutdownTimeout: 30 * time.Second}
+	return Worker{Common: defaultCommon(), PKI: defaultPKI(), Platform: p, UnionPay: defaultUnionPay(), Load: defaultLoad(), Audit: defaultAudit(),
+		ShutdownTimeout: 30 * time.Second}
+}
+
+func defaultAudit() Audit {
+	return Audit{AnchorInterval: time.Hour, SignerKeyLabel: "gridpay-audit-signer"}
 }
 
 func defaultLoad() LoadSettings {
@@ -399,5 +427,5 @@ func DefaultClient() Client {
 
 // DefaultAdmin returns adminctl's built-in defaults (the development stack).
 func DefaultAdmin() Admin {
-	return Admin{Common: defaultCommon(), PKI: defaultPKI()}
+	return Admin{Common: defaultCommon(), PKI: defaultPKI(), Audit: defaultAudit()}
 }

@@ -274,3 +274,28 @@ func TestPayloadCodecRefusals(t *testing.T) {
 		t.Errorf("disabled codec: %+v %v", cfg.Temporal.Codec, err)
 	}
 }
+
+// The audit anchors: on by schedule every hour, files only when a directory
+// is set, shared by the worker and adminctl through one file.
+func TestAuditSettings(t *testing.T) {
+	w := DefaultWorker()
+	if w.Audit.AnchorInterval != time.Hour || w.Audit.AnchorDir != "" || w.Audit.SignerKeyLabel != "gridpay-audit-signer" {
+		t.Fatalf("worker audit defaults: %+v", w.Audit)
+	}
+	file := writeFile(t, "audit:\n  anchor_interval: 5m\n  anchor_dir: /worm/anchors\n")
+	w, err := Load(DefaultWorker(), Source{File: file})
+	if err != nil || w.Audit.AnchorInterval != 5*time.Minute || w.Audit.AnchorDir != "/worm/anchors" {
+		t.Fatalf("worker: %+v, %v", w.Audit, err)
+	}
+	a, err := Load(DefaultAdmin(), Source{File: file})
+	if err != nil || a.Audit.AnchorDir != "/worm/anchors" {
+		t.Fatalf("adminctl: %+v, %v", a.Audit, err)
+	}
+	if _, err := Load(DefaultGateway(), Source{File: file}); err != nil {
+		t.Fatalf("the gateway refuses the worker's audit keys in a shared file: %v", err)
+	}
+	t.Setenv("GRIDPAY_AUDIT_ANCHOR_INTERVAL", "0s")
+	if _, err := Load(DefaultWorker(), Source{File: file}); err == nil || !strings.Contains(err.Error(), "audit.anchor_interval") {
+		t.Fatalf("zero interval: %v", err)
+	}
+}

@@ -212,6 +212,8 @@ func (w Worker) Validate() error {
 	w.Platform.check(&c, "platform")
 	w.UnionPay.check(&c, "unionpay", true)
 	c.required("load.signer_key_label", w.Load.SignerKeyLabel)
+	c.positive("audit.anchor_interval", w.Audit.AnchorInterval)
+	c.required("audit.signer_key_label", w.Audit.SignerKeyLabel)
 	c.positive("shutdown_timeout", w.ShutdownTimeout)
 	w.Temporal.Codec.checkServer(&c, "temporal.codec")
 	return c.err()

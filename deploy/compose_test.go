@@ -205,3 +205,36 @@ func TestComposePayloadCodec(t *testing.T) {
 		t.Errorf("worker-codec allows origin %q; the Web UI is at %q", got, uiOrigin)
 	}
 }
+
+// Every worker (each runs the audit-anchor schedule's activity) writes
+// audit anchors to the same volume, outside PostgreSQL, and keeps the HSM.
+func TestComposeAuditAnchors(t *testing.T) {
+	p := loadProject(t)
+	for _, name := range []string{"worker", "worker-codec"} {
+		svc, err := p.GetService(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := svc.Environment["GRIDPAY_AUDIT_ANCHOR_DIR"]
+		if dir == nil || *dir == "" {
+			t.Fatalf("%s has no audit.anchor_dir", name)
+		}
+		var anchors, hsm bool
+		for _, v := range svc.Volumes {
+			anchors = anchors || (v.Type == types.VolumeTypeVolume && v.Source == "audit-anchors" && v.Target == *dir && !v.ReadOnly)
+			hsm = hsm || (v.Target == "/opt/hsm" && v.ReadOnly)
+		}
+		if !anchors || !hsm {
+			t.Errorf("%s: anchor volume at %s %v, HSM library %v: %+v", name, *dir, anchors, hsm, svc.Volumes)
+		}
+	}
+	if _, ok := p.Volumes["audit-anchors"]; !ok {
+		t.Error("the audit-anchors volume is not declared")
+	}
+	pg, _ := p.GetService("postgresql")
+	for _, v := range pg.Volumes {
+		if v.Source == "audit-anchors" {
+			t.Error("PostgreSQL must not reach the audit anchors")
+		}
+	}
+}

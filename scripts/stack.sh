@@ -178,6 +178,11 @@ temporal:
 pki:
   dir: $RUN/pki
   crl_url: http://127.0.0.1:8443/crl/customer.crl
+audit:
+  # The worker anchors the audit log's head here (signed by the "audit" key
+  # in the HSM); adminctl audit verify checks the log against the files. In
+  # production: WORM storage the database's administrators cannot write.
+  anchor_dir: $RUN/audit-anchors
 platform:
   url: https://127.0.0.1:$SIM_PORT
   ca_file: $SIM_DIR/ca.pem
@@ -300,13 +305,14 @@ demo_load() {
 
 # issue_service_certs gives the gateway its TLS server certificate and the
 # gateway and worker their client certificates for the platform, and the
-# worker the key that signs load-allow commands; keys in the HSM.
+# worker the keys that sign load-allow commands and audit anchors; keys in the HSM.
 issue_service_certs() {
-	say "service certificates: gateway TLS, gateway and worker platform clients, load signer (kept while current)"
+	say "service certificates: gateway TLS, gateway and worker platform clients, load and audit signers (kept while current)"
 	"$BIN/adminctl" --config "$CONFIG" ca issue --server --name gateway --dns localhost --ip 127.0.0.1 --key-label gridpay-gateway-tls >/dev/null
 	"$BIN/adminctl" --config "$CONFIG" ca issue --name gateway --key-label gridpay-gateway-platform >/dev/null
 	"$BIN/adminctl" --config "$CONFIG" ca issue --name worker --key-label gridpay-worker-platform >/dev/null
 	"$BIN/adminctl" --config "$CONFIG" ca issue --name load --key-label gridpay-load-signer >/dev/null
+	"$BIN/adminctl" --config "$CONFIG" ca issue --name audit --key-label gridpay-audit-signer >/dev/null
 }
 
 start_gateway() {

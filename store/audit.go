@@ -385,3 +385,90 @@ func auditPage(ctx context.Context, q Querier, after int64, limit int) ([]AuditE
 		return e, err
 	})
 }
+
+// AuditHead is the latest entry of the audit log: what an anchor signs.
+type AuditHead struct {
+	Seq  int64     // 0 for an empty log
+	Hash []byte    // hash of entry Seq; 32 zero bytes for an empty log
+	At   time.Time // when entry Seq was appended; zero for an empty log
+}
+
+// ReadAuditHead reads audit_head and the entry it points at in one
+// read-only transaction, and checks that they agree. A head whose entry is
+// missing or has another hash is an *AuditTamperedError: it must not be
+// anchored, and VerifyAudit says more.
+func (db *DB) ReadAuditHead(ctx context.Context) (head AuditHead, err error) {
+	defer derrors.Wrap(&err, "store.ReadAuditHead")
+	err = db.Transact(ctx, TxOptions{Isolation: pgx.RepeatableRead, ReadOnly: true}, func(tx pgx.Tx) error {
+		head = AuditHead{}
+		err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_head`).Scan(&head.Seq, &head.Hash)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &AuditTamperedError{Report: AuditReport{FirstBadSeq: 1, Problem: AuditHeadMissing, Explanation: "the single row of audit_head was deleted"}}
+		}
+		if err != nil {
+			return err
+		}
+		if head.Seq == 0 {
+			return nil
+		}
+		var hash []byte
+		err = tx.QueryRow(ctx, `SELECT hash, at FROM audit_log WHERE seq = $1`, head.Seq).Scan(&hash, &head.At)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &AuditTamperedError{Report: AuditReport{HeadSeq: head.Seq, HeadHash: head.Hash, FirstBadSeq: head.Seq, Problem: AuditTruncated,
+				Explanation: fmt.Sprintf("audit_head is at seq %d, which is not in the log", head.Seq)}}
+		}
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(hash, head.Hash) {
+			return &AuditTamperedError{Report: AuditReport{HeadSeq: head.Seq, HeadHash: head.Hash, FirstBadSeq: head.Seq, Problem: AuditHeadMismatch,
+				Explanation: fmt.Sprintf("audit_head hash %x, row hash %x", head.Hash, hash)}}
+		}
+		head.At = head.At.UTC()
+		return nil
+	})
+	return head, err
+}
+
+// AuditHashes returns the hashes of the entries at seqs, by seq; a seq the
+// log does not hold is absent from the map. Seq 0 maps to the genesis hash
+// (the head of an empty log). Entries never change once written, so the
+// answer can be compared with a chain walk made before.
+func (db *DB) AuditHashes(ctx context.Context, seqs []int64) (_ map[int64][]byte, err error) {
+	defer derrors.Wrap(&err, "store.AuditHashes(%d seqs)", len(seqs))
+	out := make(map[int64][]byte, len(seqs))
+	for _, s := range seqs {
+		if s == 0 {
+			out[0] = genesisHash
+		}
+	}
+	rows, err := db.Query(ctx, `SELECT seq, hash FROM audit_log WHERE seq = ANY($1)`, seqs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			seq  int64
+			hash []byte
+		)
+		if err := rows.Scan(&seq, &hash); err != nil {
+			return nil, err
+		}
+		out[seq] = hash
+	}
+	return out, rows.Err()
+}
+
+// AuditLog appends to and reads the audit log on its own transactions; the
+// audit anchoring activity uses it.
+type AuditLog struct{ DB *DB }
+
+// Audit appends rec to the audit log.
+func (l AuditLog) Audit(ctx context.Context, rec AuditRecord) error {
+	_, err := AppendAudit(ctx, l.DB, rec)
+	return err
+}
+
+// Head reads the audit log's head (see DB.ReadAuditHead).
+func (l AuditLog) Head(ctx context.Context) (AuditHead, error) { return l.DB.ReadAuditHead(ctx) }

@@ -21,7 +21,7 @@ func command() *cobra.Command {
 		Use:   "worker",
 		Short: "Run GridPay's Temporal worker (workflows and activities)",
 		Long: `worker connects to Temporal, PostgreSQL and the HSM, registers GridPay's workflows
-and activities on the task queue, makes sure its schedules exist (CRL publication),
+and activities on the task queue, makes sure its schedules exist (CRL publication, audit anchors),
 and runs until SIGINT or SIGTERM, then lets running activities finish
 (shutdown_timeout) before exiting.
 

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
@@ -17,6 +18,7 @@ import (
 	"github.com/gridpay/gridpay/codec"
 	"github.com/gridpay/gridpay/config"
 	"github.com/gridpay/gridpay/internal/app"
+	"github.com/gridpay/gridpay/internal/cli"
 	"github.com/gridpay/gridpay/store"
 	"github.com/gridpay/gridpay/workflows"
 )
@@ -87,9 +89,13 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	loadSigner := &activities.KeyLoadSigner{Keys: ca.Keys(), Label: cfg.Load.SignerKeyLabel, Intermediates: []*x509.Certificate{ca.Services.Cert}}
+	loadSigner := &activities.ServiceKey{Keys: ca.Keys(), Label: cfg.Load.SignerKeyLabel, Intermediates: []*x509.Certificate{ca.Services.Cert}}
 	if _, _, err := loadSigner.LoadSigner(ctx); err != nil {
 		log.Warn("loads cannot be signed until the load signer key is issued", zap.Error(err))
+	}
+	anchors, err := auditAnchors(ctx, cfg.Audit, db, ca, log)
+	if err != nil {
+		return err
 	}
 	w := worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: cfg.ShutdownTimeout})
 	register(w, &activities.CA{Publisher: ca},
@@ -97,7 +103,7 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) (err error) {
 		&activities.Tokens{Temporal: tc},
 		&activities.Payments{Records: store.Payments{DB: db}, Gateway: up, Platform: plat,
 			FrontURL: cfg.UnionPay.ReturnURL, BackURL: cfg.UnionPay.NotifyURL},
-		&activities.Loads{Records: store.Loads{DB: db}, Platform: plat, Signer: loadSigner})
+		&activities.Loads{Records: store.Loads{DB: db}, Platform: plat, Signer: loadSigner}, anchors)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("starting the worker: %w", err)
 	}
@@ -111,24 +117,48 @@ func run(ctx context.Context, cfg config.Worker, log *zap.Logger) (err error) {
 
 // register puts every workflow and activity on the worker.
 func register(w worker.Registry, ca *activities.CA, binding *activities.Binding, tokens *activities.Tokens, payments *activities.Payments,
-	loads *activities.Loads) {
+	loads *activities.Loads, anchors *activities.AuditAnchors) {
 	for _, wf := range []any{workflows.PublishCRLs, workflows.Bind, workflows.Unbind,
-		workflows.Pay, workflows.RecoverPayment, workflows.Reconcile, workflows.Load} {
+		workflows.Pay, workflows.RecoverPayment, workflows.Reconcile, workflows.Load, workflows.AnchorAudit} {
 		w.RegisterWorkflow(wf)
 	}
-	for _, a := range []any{ca, binding, tokens, payments, loads} {
+	for _, a := range []any{ca, binding, tokens, payments, loads, anchors} {
 		w.RegisterActivity(a)
 	}
 }
 
+// auditAnchors is the audit anchoring activity: the "audit" key found in
+// the HSM like the load signer (a worker starts without it, and runs retry
+// until an operator issues it), the anchor directory made if missing.
+func auditAnchors(ctx context.Context, cfg config.Audit, db *store.DB, ca *authority.Authority, log *zap.Logger) (*activities.AuditAnchors, error) {
+	signer := &activities.ServiceKey{Keys: ca.Keys(), Label: cfg.SignerKeyLabel, Intermediates: []*x509.Certificate{ca.Services.Cert},
+		Service: activities.AuditSignerService}
+	if _, _, err := signer.LoadSigner(ctx); err != nil {
+		log.Warn("the audit log cannot be anchored until the audit signer key is issued", zap.Error(err))
+	}
+	if cfg.AnchorDir == "" {
+		log.Warn("audit.anchor_dir is not set: audit anchors are kept in Temporal only")
+	} else if err := os.MkdirAll(cfg.AnchorDir, 0o755); err != nil {
+		return nil, cli.WithCode(cli.ExitConfig, fmt.Errorf("audit.anchor_dir: %w", err))
+	}
+	return &activities.AuditAnchors{Log: store.AuditLog{DB: db}, Signer: signer, Dir: cfg.AnchorDir}, nil
+}
+
 // ensureSchedules creates the worker's schedules: CRL publication every
-// pki.crl_publish_interval, and the payment reconciliation daily at 10:00
-// Shanghai time (the gateway's file for the previous day is ready by then).
+// pki.crl_publish_interval, the audit anchor every audit.anchor_interval,
+// and the payment reconciliation daily at 10:00 Shanghai time (the
+// gateway's file for the previous day is ready by then).
 func ensureSchedules(ctx context.Context, tc client.Client, cfg config.Worker) error {
 	crl := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: cfg.PKI.CRLPublishInterval}}}
 	if err := ensureSchedule(ctx, tc, workflows.CRLScheduleID, crl, &client.ScheduleWorkflowAction{
 		ID: workflows.CRLScheduleID, Workflow: workflows.PublishCRLs, TaskQueue: cfg.Temporal.TaskQueue,
 	}, "republishes the CRLs of the root, customer and services CAs"); err != nil {
+		return err
+	}
+	anchor := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: cfg.Audit.AnchorInterval}}}
+	if err := ensureSchedule(ctx, tc, workflows.AuditAnchorScheduleID, anchor, &client.ScheduleWorkflowAction{
+		ID: workflows.AuditAnchorScheduleID, Workflow: workflows.AnchorAudit, TaskQueue: cfg.Temporal.TaskQueue,
+	}, "anchors the audit log's head outside PostgreSQL: signed in the HSM, kept in this history and in audit.anchor_dir"); err != nil {
 		return err
 	}
 	daily := client.ScheduleSpec{

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/gridpay/gridpay/activities"
 	"github.com/gridpay/gridpay/authority"
 	"github.com/gridpay/gridpay/codec"
 	"github.com/gridpay/gridpay/config"
@@ -73,6 +74,13 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 	if _, err := ca.IssueServiceKey(ctx, ca.Keys(), cfg.Platform.ClientKeyLabel, authority.ServiceCert{Name: "worker"}, "test"); err != nil {
 		t.Fatal(err)
 	}
+	// The audit anchor key (adminctl ca issue --name audit), and a short
+	// interval so that the schedule anchors while the test runs.
+	if _, err := ca.IssueServiceKey(ctx, ca.Keys(), cfg.Audit.SignerKeyLabel, authority.ServiceCert{Name: activities.AuditSignerService}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Audit.AnchorDir = filepath.Join(t.TempDir(), "anchors")
+	cfg.Audit.AnchorInterval = 2 * time.Second
 	// Without the payload key the worker refuses to start, and says why.
 	err = run(ctx, cfg, zaptest.NewLogger(t))
 	if !errors.Is(err, hsm.ErrKeyNotFound) || !strings.Contains(err.Error(), "adminctl ca init") || cli.ExitCode(err) != cli.ExitNotFound {
@@ -188,6 +196,8 @@ func TestWorkerPublishesCRLsOnSchedule(t *testing.T) {
 	}
 	checkCodecServer(ctx, t, plain, wfID, runID, cfg.Temporal.Codec)
 
+	checkAuditAnchors(ctx, t, tc, db, ca, cfg.Audit)
+
 	// A second worker start finds the schedule and keeps it (no error).
 	if err := ensureSchedules(ctx, tc, cfg); err != nil {
 		t.Fatalf("ensureSchedules on an existing schedule: %v", err)
@@ -252,5 +262,68 @@ func checkCodecServer(ctx context.Context, t *testing.T, plain client.Client, wf
 	}
 	if resp := post("http://attacker.example"); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("another origin: %d", resp.StatusCode)
+	}
+}
+
+// checkAuditAnchors waits for the audit-anchor schedule to anchor the log:
+// a file in the anchor directory, signed by the "audit" key, anchoring the
+// log's head, the same anchor as the run's result in Temporal.
+func checkAuditAnchors(ctx context.Context, t *testing.T, tc client.Client, db *store.DB, ca *authority.Authority, cfg config.Audit) {
+	t.Helper()
+	h := tc.ScheduleClient().GetHandle(ctx, workflows.AuditAnchorScheduleID)
+	desc, err := h.Describe(ctx)
+	if err != nil {
+		t.Fatalf("audit anchor schedule: %v", err)
+	}
+	if got := desc.Schedule.Spec.Intervals[0].Every; got != cfg.AnchorInterval {
+		t.Fatalf("audit anchor interval %s, want %s", got, cfg.AnchorInterval)
+	}
+	var files []activities.AnchorFile
+	for len(files) == 0 {
+		files, _ = activities.ReadAnchorDir(cfg.AnchorDir)
+		select {
+		case <-ctx.Done():
+			t.Fatal("no audit anchor file appeared")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	d, err := h.Describe(ctx)
+	if err != nil || len(d.Info.RecentActions) == 0 {
+		t.Fatalf("no AnchorAudit run: %v", err)
+	}
+	run := d.Info.RecentActions[0].StartWorkflowResult
+	var res activities.AnchorResult
+	if err := tc.GetWorkflow(ctx, run.WorkflowID, run.FirstExecutionRunID).Get(ctx, &res); err != nil {
+		t.Fatal(err)
+	}
+	head, err := db.ReadAuditHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := authority.LoadTrust(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := trust.Verifier(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := activities.VerifyAnchor(res.Anchor, v)
+	if err != nil {
+		t.Fatalf("the anchor in Temporal does not verify: %v", err)
+	}
+	if res.File != filepath.Join(cfg.AnchorDir, activities.AnchorFileName(cp.Seq)) || cp.Seq > head.Seq || cp.Seq == 0 {
+		t.Fatalf("anchor %+v, head %d", res, head.Seq)
+	}
+	files, err = activities.ReadAnchorDir(cfg.AnchorDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := activities.CheckAnchors(ctx, cfg.AnchorDir, files, v, db.AuditHashes, head.Seq)
+	if err != nil || !rep.OK() || rep.Checked == 0 {
+		t.Fatalf("anchor files: %+v, %v", rep, err)
+	}
+	if err := testenv.RecordHistory(ctx, tc, run.WorkflowID, run.FirstExecutionRunID, "anchor_audit"); err != nil {
+		t.Fatal(err)
 	}
 }

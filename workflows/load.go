@@ -28,7 +28,7 @@ package workflows
 //	Query     QueryStatus "status" → LoadState.
 //	Signal    SignalTokenUnbound "token-unbound" (string), from the unbinding saga.
 //	Activities &activities.Loads{Records: store.Loads{DB: db}, Platform: <platform client>,
-//	          Signer: &activities.KeyLoadSigner{Keys: <HSM keys>, Label: load.signer_key_label, Intermediates: <services CA>}}.
+//	          Signer: &activities.ServiceKey{Keys: <HSM keys>, Label: load.signer_key_label, Intermediates: <services CA>}}.
 //	Search    CustomerID, TokenSerial, OperationKind "load", OperationStatus (the statuses below): operators
 //	          find loads waiting for the key with OperationKind = "load" AND OperationStatus = "awaiting-contact".
 //

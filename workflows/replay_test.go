@@ -14,6 +14,7 @@ import (
 func TestReplayRecordedHistories(t *testing.T) {
 	files := map[string]any{
 		"publish_crls.json":  PublishCRLs,
+		"anchor_audit.json":  AnchorAudit,
 		"bind.json":          Bind,
 		"unbind.json":        Unbind,
 		"load.json":          Load,
