@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
 	"go.uber.org/zap"
@@ -32,6 +33,29 @@ type AEAD struct {
 	handle pkcs11.ObjectHandle
 	label  string
 	id     []byte
+	// useKey is the object C_EncryptInit and C_DecryptInit use: a session
+	// copy of handle, or handle itself (see Token.signingHandle: SoftHSM2
+	// re-reads a token key's file under a per-token lock at every init).
+	useKey atomic.Uint64
+}
+
+func newAEAD(t *Token, h pkcs11.ObjectHandle, label string, id []byte) *AEAD {
+	a := &AEAD{tok: t, handle: h, label: label, id: id}
+	a.useKey.Store(uint64(t.signingHandle(h)))
+	return a
+}
+
+// withKey runs op with the key to use, falling back to the token object
+// for good when the session copy has gone.
+func (a *AEAD) withKey(op func(key pkcs11.ObjectHandle) error) error {
+	key := pkcs11.ObjectHandle(a.useKey.Load())
+	err := op(key)
+	if err != nil && key != a.handle && (hasCode(err, pkcs11.CKR_KEY_HANDLE_INVALID) || hasCode(err, pkcs11.CKR_OBJECT_HANDLE_INVALID)) {
+		a.tok.copyLost(a.handle)
+		a.useKey.Store(uint64(a.handle))
+		err = op(a.handle)
+	}
+	return err
 }
 
 // GenerateAESKey generates an AES-256 key on the token: token object,
@@ -81,7 +105,7 @@ func (t *Token) GenerateAESKey(ctx context.Context, label string, id []byte) (_ 
 		return nil, err
 	}
 	t.log.Info("hsm: AES key generated", zap.String("key_label", label), zap.String("key_id", hex.EncodeToString(id)))
-	return &AEAD{tok: t, handle: h, label: label, id: id}, nil
+	return newAEAD(t, h, label, id), nil
 }
 
 // AEAD returns the AES key ref names.
@@ -98,7 +122,7 @@ func (t *Token) AEAD(ctx context.Context, ref KeyRef) (_ *AEAD, err error) {
 	if kt := ulongAttr(v[0]); kt != pkcs11.CKK_AES {
 		return nil, fmt.Errorf("secret key %s has type %#x, not AES", ref, kt)
 	}
-	return &AEAD{tok: t, handle: h, label: string(v[1]), id: v[2]}, nil
+	return newAEAD(t, h, string(v[1]), v[2]), nil
 }
 
 // Ref names the key.
@@ -124,31 +148,33 @@ func (a *AEAD) SealContext(ctx context.Context, plaintext, aad []byte) (_ []byte
 	}
 	fullAAD := withContext(aad)
 	var sealed []byte
-	err = a.tok.pool.do(ctx, func(sh pkcs11.SessionHandle) error {
-		// miekg/pkcs11 copies the IV into C memory that it frees only in
-		// Free, so that a module which writes its own IV back (CloudHSM
-		// does) can be read with IV(). Free must therefore come after
-		// Encrypt, and the IV to publish is the one IV() reports.
-		params := pkcs11.NewGCMParams(nonce, fullAAD, TagSize*8)
-		defer params.Free()
-		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
-		if err := a.tok.mod.ctx.EncryptInit(sh, mech, a.handle); err != nil {
-			return p11err("C_EncryptInit", err)
-		}
-		ct, err := a.tok.mod.ctx.Encrypt(sh, plaintext)
-		if err != nil {
-			return p11err("C_Encrypt", err)
-		}
-		used := params.IV()
-		if len(used) != NonceSize {
-			return fmt.Errorf("module used a %d-byte GCM IV, want %d", len(used), NonceSize)
-		}
-		if len(ct) != len(plaintext)+TagSize {
-			return fmt.Errorf("module returned %d bytes for %d bytes of plaintext", len(ct), len(plaintext))
-		}
-		sealed = make([]byte, 0, NonceSize+len(ct))
-		sealed = append(append(sealed, used...), ct...)
-		return nil
+	err = a.withKey(func(key pkcs11.ObjectHandle) error {
+		return a.tok.pool.do(ctx, func(sh pkcs11.SessionHandle) error {
+			// miekg/pkcs11 copies the IV into C memory that it frees only in
+			// Free, so that a module which writes its own IV back (CloudHSM
+			// does) can be read with IV(). Free must therefore come after
+			// Encrypt, and the IV to publish is the one IV() reports.
+			params := pkcs11.NewGCMParams(nonce, fullAAD, TagSize*8)
+			defer params.Free()
+			mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
+			if err := a.tok.mod.ctx.EncryptInit(sh, mech, key); err != nil {
+				return p11err("C_EncryptInit", err)
+			}
+			ct, err := a.tok.mod.ctx.Encrypt(sh, plaintext)
+			if err != nil {
+				return p11err("C_Encrypt", err)
+			}
+			used := params.IV()
+			if len(used) != NonceSize {
+				return fmt.Errorf("module used a %d-byte GCM IV, want %d", len(used), NonceSize)
+			}
+			if len(ct) != len(plaintext)+TagSize {
+				return fmt.Errorf("module returned %d bytes for %d bytes of plaintext", len(ct), len(plaintext))
+			}
+			sealed = make([]byte, 0, NonceSize+len(ct))
+			sealed = append(append(sealed, used...), ct...)
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -172,19 +198,21 @@ func (a *AEAD) OpenContext(ctx context.Context, sealed, aad []byte) (_ []byte, e
 	nonce, ct := sealed[:NonceSize], sealed[NonceSize:]
 	fullAAD := withContext(aad)
 	var plain []byte
-	err = a.tok.pool.do(ctx, func(sh pkcs11.SessionHandle) error {
-		params := pkcs11.NewGCMParams(nonce, fullAAD, TagSize*8)
-		defer params.Free()
-		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
-		if err := a.tok.mod.ctx.DecryptInit(sh, mech, a.handle); err != nil {
-			return p11err("C_DecryptInit", err)
-		}
-		pt, err := a.tok.mod.ctx.Decrypt(sh, ct)
-		if err != nil {
-			return p11err("C_Decrypt", err)
-		}
-		plain = pt
-		return nil
+	err = a.withKey(func(key pkcs11.ObjectHandle) error {
+		return a.tok.pool.do(ctx, func(sh pkcs11.SessionHandle) error {
+			params := pkcs11.NewGCMParams(nonce, fullAAD, TagSize*8)
+			defer params.Free()
+			mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
+			if err := a.tok.mod.ctx.DecryptInit(sh, mech, key); err != nil {
+				return p11err("C_DecryptInit", err)
+			}
+			pt, err := a.tok.mod.ctx.Decrypt(sh, ct)
+			if err != nil {
+				return p11err("C_Decrypt", err)
+			}
+			plain = pt
+			return nil
+		})
 	})
 	if err != nil {
 		// Modules disagree on the code for a bad tag (SoftHSM2 answers
