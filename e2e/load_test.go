@@ -534,8 +534,11 @@ func (k *usbKey) runAsync(args ...string) <-chan result {
 // ends confirmed or refunded, never both, never twice.
 func TestLoadWorkerKilled(t *testing.T) {
 	// Long enough for a client retrying its request to get the allow
-	// before it expires, however the restarts fall.
-	const validity = 10 * time.Second
+	// before it expires, however the restarts fall: an update in flight
+	// when the worker dies is lost, so the gateway answers the first
+	// request "unavailable" after its 10 s wait and the client's retry
+	// gets the allow signed meanwhile.
+	const validity = 25 * time.Second
 	s := newLoadStack(t, false, validity)
 	customer := s.customer()
 	k := s.provision(customer, "kill-key")
