@@ -4,20 +4,35 @@
 // server, its database and its Web UI hold customer IDs, bills, amounts and
 // signed messages as ciphertext only (ARCHITECTURE.md, invariant 4).
 //
-// # Format (version 1)
+// # Format (version 2: envelope encryption)
 //
 // Each payload is serialised whole (commonpb.Payload in protobuf, its
 // metadata included, so the encoding of the value is hidden too) and sealed
-// into a new payload:
+// into a new payload with AES-256-GCM under a data key (DEK): 32 random
+// bytes the Codec draws and seals with the key in the HSM (the key
+// encryption key, KEK), then uses in memory for DEKLifetime. The sealed DEK
+// travels with every payload:
 //
 //	metadata  encoding            = "binary/encrypted"
-//	          encryption-key-id   = the key's identifier (HSM: "<label>/<CKA_ID hex>")
-//	          encryption-version  = "1"
-//	data      nonce (12 bytes) ‖ ciphertext ‖ GCM tag (16 bytes)
+//	          encryption-key-id   = the KEK's identifier (HSM: "<label>/<CKA_ID hex>")
+//	          encryption-version  = "2"
+//	          encryption-dek      = the DEK sealed by the KEK (nonce ‖ ciphertext ‖ tag)
+//	data      nonce (12 bytes) ‖ ciphertext ‖ GCM tag (16 bytes), under the DEK
+//
+// Why: a payload sealed in the HSM costs two PKCS#11 round trips, and a
+// payment moves dozens of payloads through three programs; with a DEK the
+// HSM is asked once per DEK (and once per DEK on the decoding side, which
+// keeps unsealed DEKs in a bounded cache). The KEK never leaves the HSM;
+// a DEK lives in the memory of the program, which holds the payloads'
+// plaintext anyway.
 //
 // The additional authenticated data is "gridpay/temporal-payload", the
-// version and the key identifier, NUL-separated: a payload cannot be passed
-// off as another version's or another key's without failing authentication.
+// version and the KEK identifier, NUL-separated, for the payload and (with
+// "dek" appended) for the sealed DEK: a payload cannot be passed off as
+// another version's or another key's without failing authentication.
+//
+// Version 1, which this package wrote first, sealed each payload directly
+// with the KEK (no encryption-dek); it is still read.
 //
 // Decoding leaves payloads without the "binary/encrypted" encoding alone,
 // so histories recorded before the codec existed still replay and read.
@@ -32,9 +47,14 @@ package codec
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
@@ -54,9 +74,25 @@ const (
 	MetadataKeyID = "encryption-key-id"
 	// MetadataVersion is the format version.
 	MetadataVersion = "encryption-version"
+	// MetadataDEK is the sealed data key of a version 2 payload.
+	MetadataDEK = "encryption-dek"
 	// Version is the format this package writes.
-	Version = "1"
+	Version = "2"
+	// version1 sealed each payload with the KEK itself; still read.
+	version1 = "1"
 )
+
+// DEKLifetime is how long a Codec encrypts with one data key before it
+// draws the next.
+const DEKLifetime = 10 * time.Minute
+
+// maxDEKUses bounds the payloads one data key seals: random 96-bit nonces
+// stay far below the 2^32 messages GCM allows per key.
+const maxDEKUses = 1 << 24
+
+// maxOpenDEKs bounds the cache of unsealed data keys; when full it starts
+// over.
+const maxOpenDEKs = 4096
 
 // aadPrefix starts the additional authenticated data of every sealed
 // payload (see the package documentation).
@@ -106,6 +142,27 @@ type Codec struct {
 	ids     []string // the current key's first
 	timeout time.Duration
 	strict  bool // panic instead of returning errors (see Strict)
+	now     func() time.Time
+
+	// deks is shared by the copies Strict makes.
+	deks *dekState
+}
+
+// dekState is the data key a Codec encrypts with and the data keys it has
+// unsealed.
+type dekState struct {
+	mu      sync.Mutex
+	current *dataKey
+	opened  map[[sha256.Size]byte]cipher.AEAD // by SHA-256 of the sealed DEK and the KEK id
+}
+
+// dataKey is a DEK in use for encryption.
+type dataKey struct {
+	aead    cipher.AEAD
+	sealed  []byte // by the KEK
+	kekID   string
+	expires time.Time
+	uses    int
 }
 
 var _ converter.PayloadCodec = (*Codec)(nil)
@@ -113,7 +170,8 @@ var _ converter.PayloadCodec = (*Codec)(nil)
 // New returns a Codec that encrypts with current and decrypts with current
 // and old.
 func New(current Key, old ...Key) (*Codec, error) {
-	c := &Codec{current: current, keys: map[string]Key{}, timeout: DefaultTimeout}
+	c := &Codec{current: current, keys: map[string]Key{}, timeout: DefaultTimeout, now: time.Now,
+		deks: &dekState{opened: map[[sha256.Size]byte]cipher.AEAD{}}}
 	for _, k := range append([]Key{current}, old...) {
 		switch {
 		case k.ID == "" || strings.ContainsRune(k.ID, 0):
@@ -172,10 +230,15 @@ func aad(version, keyID string) []byte {
 	return []byte(aadPrefix + "\x00" + version + "\x00" + keyID)
 }
 
-// Encode seals every payload with the current key.
+// Encode seals every payload with the current data key, drawing a new one
+// (sealed by the current KEK in the HSM) when it is due.
 func (c *Codec) Encode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
+	dk, err := c.dataKey(ctx, len(payloads))
+	if err != nil {
+		return payloads, c.fail(err)
+	}
 	ad := aad(Version, c.current.ID)
 	out := make([]*commonpb.Payload, len(payloads))
 	for i, p := range payloads {
@@ -183,20 +246,102 @@ func (c *Codec) Encode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error
 		if err != nil {
 			return payloads, c.fail(fmt.Errorf("codec: serialising payload %d: %w", i, err))
 		}
-		sealed, err := c.current.Cipher.SealContext(ctx, plain, ad)
-		if err != nil {
-			return payloads, c.fail(fmt.Errorf("codec: encrypting payload %d with key %q: %w", i, c.current.ID, err))
+		nonce := make([]byte, dk.aead.NonceSize(), dk.aead.NonceSize()+len(plain)+dk.aead.Overhead())
+		if _, err := rand.Read(nonce); err != nil {
+			return payloads, c.fail(fmt.Errorf("codec: nonce for payload %d: %w", i, err))
 		}
 		out[i] = &commonpb.Payload{
 			Metadata: map[string][]byte{
 				converter.MetadataEncoding: []byte(EncodingEncrypted),
 				MetadataKeyID:              []byte(c.current.ID),
 				MetadataVersion:            []byte(Version),
+				MetadataDEK:                dk.sealed,
 			},
-			Data: sealed,
+			Data: dk.aead.Seal(nonce, nonce, plain, ad),
 		}
 	}
 	return out, nil
+}
+
+// dataKey returns the data key to seal n payloads with.
+func (c *Codec) dataKey(ctx context.Context, n int) (*dataKey, error) {
+	st := c.deks
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := c.now()
+	if dk := st.current; dk != nil && dk.kekID == c.current.ID && now.Before(dk.expires) && dk.uses+n <= maxDEKUses {
+		dk.uses += n
+		return dk, nil
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, fmt.Errorf("codec: drawing a data key: %w", err)
+	}
+	defer clear(raw)
+	sealed, err := c.current.Cipher.SealContext(ctx, raw, dekAAD(Version, c.current.ID))
+	if err != nil {
+		return nil, fmt.Errorf("codec: sealing a data key with key %q: %w", c.current.ID, err)
+	}
+	aead, err := gcm(raw)
+	if err != nil {
+		return nil, err
+	}
+	st.current = &dataKey{aead: aead, sealed: sealed, kekID: c.current.ID, expires: now.Add(DEKLifetime), uses: n}
+	st.opened[dekCacheKey(c.current.ID, sealed)] = aead
+	return st.current, nil
+}
+
+// openDEK unseals a payload's data key with the KEK, or finds it unsealed.
+func (c *Codec) openDEK(ctx context.Context, k Key, version string, sealed []byte) (cipher.AEAD, error) {
+	ck := dekCacheKey(k.ID, sealed)
+	st := c.deks
+	st.mu.Lock()
+	aead, ok := st.opened[ck]
+	st.mu.Unlock()
+	if ok {
+		return aead, nil
+	}
+	raw, err := k.Cipher.OpenContext(ctx, sealed, dekAAD(version, k.ID))
+	if errors.Is(err, hsm.ErrDecrypt) {
+		return nil, fmt.Errorf("%w: the data key sealed by key %q: %w", ErrTampered, k.ID, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("unsealing a data key with key %q: %w", k.ID, err)
+	}
+	defer clear(raw)
+	if aead, err = gcm(raw); err != nil {
+		return nil, err
+	}
+	st.mu.Lock()
+	if len(st.opened) >= maxOpenDEKs {
+		st.opened = map[[sha256.Size]byte]cipher.AEAD{}
+	}
+	st.opened[ck] = aead
+	st.mu.Unlock()
+	return aead, nil
+}
+
+func gcm(raw []byte) (cipher.AEAD, error) {
+	if len(raw) != 32 {
+		return nil, fmt.Errorf("%w: a data key of %d bytes", ErrTampered, len(raw))
+	}
+	block, err := aes.NewCipher(raw)
+	if err != nil {
+		return nil, fmt.Errorf("codec: data key: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+func dekAAD(version, keyID string) []byte { return append(aad(version, keyID), "\x00dek"...) }
+
+func dekCacheKey(keyID string, sealed []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(keyID))
+	h.Write([]byte{0})
+	h.Write(sealed)
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
 }
 
 // Decode opens every sealed payload and passes the others through.
@@ -220,19 +365,35 @@ func (c *Codec) Decode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error
 
 func (c *Codec) open(ctx context.Context, p *commonpb.Payload) (*commonpb.Payload, error) {
 	version, keyID := string(p.Metadata[MetadataVersion]), string(p.Metadata[MetadataKeyID])
-	if version != Version {
-		return nil, fmt.Errorf("%w %q (this build reads version %s)", ErrVersion, version, Version)
+	if version != Version && version != version1 {
+		return nil, fmt.Errorf("%w %q (this build reads versions %s and %s)", ErrVersion, version, version1, Version)
 	}
 	k, ok := c.keys[keyID]
 	if !ok {
 		return nil, fmt.Errorf("%w: key %q (configured: %s)", ErrUnknownKey, keyID, strings.Join(c.ids, ", "))
 	}
-	plain, err := k.Cipher.OpenContext(ctx, p.Data, aad(version, keyID))
-	if errors.Is(err, hsm.ErrDecrypt) {
-		return nil, fmt.Errorf("%w: key %q: %w", ErrTampered, keyID, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("decrypting with key %q: %w", keyID, err)
+	var plain []byte
+	var err error
+	if version == version1 {
+		plain, err = k.Cipher.OpenContext(ctx, p.Data, aad(version, keyID))
+		if errors.Is(err, hsm.ErrDecrypt) {
+			return nil, fmt.Errorf("%w: key %q: %w", ErrTampered, keyID, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decrypting with key %q: %w", keyID, err)
+		}
+	} else {
+		dek, err := c.openDEK(ctx, k, version, p.Metadata[MetadataDEK])
+		if err != nil {
+			return nil, err
+		}
+		n := dek.NonceSize()
+		if len(p.Data) < n+dek.Overhead() {
+			return nil, fmt.Errorf("%w: key %q: %d bytes hold no nonce and tag", ErrTampered, keyID, len(p.Data))
+		}
+		if plain, err = dek.Open(nil, p.Data[:n], p.Data[n:], aad(version, keyID)); err != nil {
+			return nil, fmt.Errorf("%w: key %q: the payload does not authenticate under its data key", ErrTampered, keyID)
+		}
 	}
 	var inner commonpb.Payload
 	if err := proto.Unmarshal(plain, &inner); err != nil {

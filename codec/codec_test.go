@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/sdk/converter"
@@ -149,9 +150,13 @@ func TestMetadataShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := enc[0].Metadata
-	want := map[string]string{"encoding": "binary/encrypted", "encryption-key-id": "gridpay-payload-key/0a1b", "encryption-version": "1"}
-	if len(md) != len(want) {
-		t.Errorf("metadata has %d entries, want exactly %v", len(md), want)
+	want := map[string]string{"encoding": "binary/encrypted", "encryption-key-id": "gridpay-payload-key/0a1b", "encryption-version": "2"}
+	if len(md) != len(want)+1 {
+		t.Errorf("metadata has %d entries, want exactly %v and the sealed data key", len(md), want)
+	}
+	// The data key, sealed by the KEK: nonce ‖ 32 bytes ‖ tag.
+	if got := len(md[MetadataDEK]); got != hsm.NonceSize+32+hsm.TagSize {
+		t.Errorf("sealed data key is %d bytes, want %d", got, hsm.NonceSize+32+hsm.TagSize)
 	}
 	for k, v := range want {
 		if string(md[k]) != v {
@@ -217,6 +222,12 @@ func TestTampered(t *testing.T) {
 		// The AAD binds the key identifier: a payload relabelled as
 		// sealed by another configured key fails authentication.
 		"key id swapped": func(p *commonpb.Payload) { p.Metadata[MetadataKeyID] = []byte("k1-alias") },
+		// The data key is sealed by the KEK: altered or missing, it does
+		// not open.
+		"flipped data key bit": func(p *commonpb.Payload) { p.Metadata[MetadataDEK][hsm.NonceSize+1] ^= 0x04 },
+		"data key dropped":     func(p *commonpb.Payload) { delete(p.Metadata, MetadataDEK) },
+		// Sealed as version 1 claims: the AADs differ.
+		"version 1 claimed": func(p *commonpb.Payload) { p.Metadata[MetadataVersion] = []byte("1") },
 	}
 	for name, fn := range mutate {
 		t.Run(name, func(t *testing.T) {
@@ -233,9 +244,9 @@ func TestTampered(t *testing.T) {
 	}
 	// The version is bound as well; an unknown one is refused as such.
 	p := proto.Clone(orig).(*commonpb.Payload)
-	p.Metadata[MetadataVersion] = []byte("2")
-	if _, err := c.Decode([]*commonpb.Payload{p}); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), `"2"`) {
-		t.Fatalf("version 2: %v", err)
+	p.Metadata[MetadataVersion] = []byte("3")
+	if _, err := c.Decode([]*commonpb.Payload{p}); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), `"3"`) {
+		t.Fatalf("version 3: %v", err)
 	}
 }
 
@@ -358,5 +369,69 @@ func TestStrict(t *testing.T) {
 	var none *Codec
 	if none.Strict() != nil {
 		t.Fatal("a nil codec (disabled) must stay nil")
+	}
+}
+
+// The HSM is asked once per data key, not per payload: one seal for many
+// encodings, one unseal per data key on the decoding side; a new data key
+// after DEKLifetime.
+func TestDataKeyReuse(t *testing.T) {
+	soft := newSoftCipher(t)
+	c := newCodec(t, Key{ID: "k1", Cipher: soft})
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	var sealed [][]*commonpb.Payload
+	for range 10 {
+		enc, err := c.Encode(toPayloads(t, alice, 7, "x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed = append(sealed, enc)
+	}
+	if n := soft.calls.Load(); n != 1 {
+		t.Fatalf("30 payloads took %d HSM calls, want 1", n)
+	}
+	// Another program with the same key: one unseal for all of them.
+	reader := newCodec(t, Key{ID: "k1", Cipher: soft})
+	before := soft.calls.Load()
+	for _, enc := range sealed {
+		dec, err := reader.Decode(enc)
+		if err != nil || !proto.Equal(dec[0], toPayloads(t, alice)[0]) {
+			t.Fatalf("decode: %v", err)
+		}
+	}
+	if n := soft.calls.Load() - before; n != 1 {
+		t.Fatalf("decoding took %d HSM calls, want 1", n)
+	}
+	// Past the lifetime: a new data key.
+	now = now.Add(DEKLifetime)
+	enc, err := c.Encode(toPayloads(t, alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(enc[0].Metadata[MetadataDEK], sealed[0][0].Metadata[MetadataDEK]) || soft.calls.Load() != before+2 {
+		t.Fatalf("no new data key after %s (%d calls)", DEKLifetime, soft.calls.Load())
+	}
+}
+
+// Payloads the first format sealed (each with the KEK itself) still read.
+func TestVersion1StillRead(t *testing.T) {
+	soft := newSoftCipher(t)
+	c := newCodec(t, Key{ID: "k1", Cipher: soft})
+	inner := toPayloads(t, alice)[0]
+	plain, _ := proto.Marshal(inner)
+	data, err := soft.SealContext(context.Background(), plain, aad("1", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := &commonpb.Payload{Metadata: map[string][]byte{converter.MetadataEncoding: []byte(EncodingEncrypted),
+		MetadataKeyID: []byte("k1"), MetadataVersion: []byte("1")}, Data: data}
+	dec, err := c.Decode([]*commonpb.Payload{v1})
+	if err != nil || !proto.Equal(dec[0], inner) {
+		t.Fatalf("version 1 payload: %v", err)
+	}
+	v1.Data[hsm.NonceSize] ^= 1
+	if _, err := c.Decode([]*commonpb.Payload{v1}); !errors.Is(err, ErrTampered) {
+		t.Fatalf("tampered version 1 payload: %v", err)
 	}
 }

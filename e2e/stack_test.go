@@ -88,6 +88,7 @@ type stack struct {
 	procs    map[string]*proc
 	temporal *testenv.Temporal
 	hsmPIN   string
+	hsmSel   hsm.Selector // the GridPay HSM token
 	module   string
 	// UnionPay simulator and the gateway's public listener.
 	upDSN                       string
@@ -111,7 +112,7 @@ func newStack(t testing.TB) *stack {
 	s.env = append(os.Environ(), soft.Env()...)
 	hsmToken := soft.NewTestToken(t, fmt.Sprintf("e2e-hsm-%d", time.Now().UnixNano()%1e9))
 	pinFile := s.secret("hsm.pin", hsmToken.UserPIN)
-	s.hsmPIN, s.module = hsmToken.UserPIN, soft.ModulePath()
+	s.hsmPIN, s.module, s.hsmSel = hsmToken.UserPIN, soft.ModulePath(), hsmToken.Selector()
 	s.temporal, err = testenv.StartTemporal(context.Background(), testenv.TemporalOptions{})
 	if err != nil {
 		t.Fatal(err)
