@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/gridpay/gridpay/pki"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +26,32 @@ import (
 // errAnchorsDisagree is audit verify's error when the log does not match
 // its anchors (exit code 1, like a broken chain).
 var errAnchorsDisagree = errors.New("the audit log does not match its anchors")
+
+// pinnedRoots checks the root CAs the database holds against root.pem in
+// pki.dir, the file ca init exported: anchors are verified up to those
+// roots, and a superuser who replaced them in the database could
+// otherwise make forged anchors verify. Without the file there is nothing
+// to pin to (a machine that never ran ca init).
+func pinnedRoots(dir string, roots []*x509.Certificate) error {
+	b, err := os.ReadFile(filepath.Join(dir, "root.pem"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the pinned root CA: %w", err)
+	}
+	pinned, err := pki.DecodeCertificatesPEM(b)
+	if err != nil {
+		return fmt.Errorf("the pinned root CA %s: %w", filepath.Join(dir, "root.pem"), err)
+	}
+	for _, r := range roots {
+		if !slices.ContainsFunc(pinned, r.Equal) {
+			return cli.WithCode(cli.ExitError, fmt.Errorf("%w: root CA %q in the database is not in %s: its CA records may have been replaced",
+				store.ErrAuditTampered, r.Subject.CommonName, filepath.Join(dir, "root.pem")))
+		}
+	}
+	return nil
+}
 
 // auditVerifyReport is audit verify's output: the chain walk's report,
 // and what the anchors say when there are any.
@@ -84,6 +116,9 @@ tampered with (the report names the first bad entry or anchor).`,
 			rep := auditVerifyReport{AuditReport: chain}
 			if anchorDir != "" || useTemporal {
 				v, verr := authority.LoadTrust(ctx, db)
+				if verr == nil {
+					verr = pinnedRoots(a.cfg.PKI.Dir, v.Roots)
+				}
 				if verr != nil {
 					p.Done("failed")
 					return verr

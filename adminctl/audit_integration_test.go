@@ -4,8 +4,14 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/gridpay/gridpay/pki"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,6 +159,24 @@ func TestAuditAnchorsDetectConsistentRewrite(t *testing.T) {
 	if code != 1 || rep.Problem != "" || rep.HeadSeq != from-1 || rep.Anchors.FirstBadSeq != second.Seq ||
 		rep.Anchors.Problem != string(activities.AnchorBeyondHead) {
 		t.Fatalf("truncated log: exit %d\n%s", code, out)
+	}
+
+	// The anchors are checked up to the root CA ca init exported
+	// (pki.dir/root.pem), not only the one the database holds: another
+	// root there means the CA records were replaced.
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewRoot(rootKey, pki.RootOptions{CommonName: "Someone Else's Root", Organization: "X", Country: "CN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.PKI.Dir, "root.pem"), pki.EncodeCertificatesPEM(other), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := s.run(t, nil, "audit", "verify", "--anchors", dir); code != 1 || !strings.Contains(stderr, "is not in") {
+		t.Fatalf("a root CA other than the pinned one: exit %d\n%s%s", code, out, stderr)
 	}
 }
 
