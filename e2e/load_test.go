@@ -534,11 +534,12 @@ func (k *usbKey) runAsync(args ...string) <-chan result {
 // ends confirmed or refunded, never both, never twice.
 func TestLoadWorkerKilled(t *testing.T) {
 	// Long enough for a client retrying its request to get the allow
-	// before it expires, however the restarts fall: an update in flight
-	// when the worker dies is lost, so the gateway answers the first
-	// request "unavailable" after its 10 s wait and the client's retry
-	// gets the allow signed meanwhile.
-	const validity = 25 * time.Second
+	// before it expires, however the restarts fall: a workflow task held
+	// by a killed worker is retried only after its timeout (10 s), the
+	// gateway answers a request it could not complete "unavailable" after
+	// its own 10 s, and the client's next try gets the allow signed
+	// meanwhile; two kills in a row on a busy machine took 33 s.
+	const validity = time.Minute
 	s := newLoadStack(t, false, validity)
 	customer := s.customer()
 	k := s.provision(customer, "kill-key")
@@ -563,6 +564,16 @@ func TestLoadWorkerKilled(t *testing.T) {
 	}
 	s.checkLoadMoney(true)
 
+	// The rest waits for allows to expire: the gateway (which sets every
+	// load's timing) restarted with 10 s allows.
+	const short = 10 * time.Second
+	s.write(s.config, strings.Replace(readFile(t, s.config), "allow_validity: "+validity.String(), "allow_validity: "+short.String(), 1))
+	if !strings.Contains(readFile(t, s.config), "allow_validity: "+short.String()) {
+		t.Fatal("the configuration's allow_validity was not changed")
+	}
+	s.kill("gateway")
+	s.startGateway()
+
 	// After the allow, before the receipt (which never comes): killed;
 	// after the restart the key's contact confirms.
 	out, r := k.load("20.00", "drop-receipt")
@@ -583,7 +594,7 @@ func TestLoadWorkerKilled(t *testing.T) {
 	loadID := protocol.LoadID(token, 3)
 	s.waitLoad(loadID, store.LoadAllowed, 5*time.Second)
 	s.kill("worker")
-	time.Sleep(validity + time.Second)
+	time.Sleep(short + time.Second)
 	s.startWorker()
 	k.wallet()
 	s.waitLoad(loadID, store.LoadRefunded, 10*time.Second)
@@ -596,7 +607,7 @@ func TestLoadWorkerKilled(t *testing.T) {
 		t.Fatalf("tampered allow: %s", r)
 	}
 	s.kill("worker")
-	time.Sleep(validity)
+	time.Sleep(short)
 	s.startWorker()
 	s.waitLoad(out.LoadID, store.LoadRefunded, 15*time.Second)
 	s.checkLoadMoney(true)
