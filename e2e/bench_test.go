@@ -7,22 +7,21 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"github.com/gridpay/gridpay/codec"
 	"html"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gridpay/gridpay/codec"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
@@ -31,7 +30,6 @@ import (
 
 	"github.com/gridpay/gridpay/api"
 	"github.com/gridpay/gridpay/hsm"
-	"github.com/gridpay/gridpay/internal/provision"
 	"github.com/gridpay/gridpay/money"
 	"github.com/gridpay/gridpay/pki"
 	"github.com/gridpay/gridpay/protocol"
@@ -125,31 +123,8 @@ type benchPayer struct {
 }
 
 func (s *stack) benchPayer(b *testing.B, k *usbKey) *benchPayer {
-	ctx := context.Background()
-	tok, err := hsm.OpenToken(s.module, hsm.Selector{Label: k.label}, []byte("pin-"+k.label), hsm.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { tok.Close() })
-	signer, err := tok.Signer(ctx, hsm.KeyRef{Label: provision.KeyLabel})
-	if err != nil {
-		b.Fatal(err)
-	}
-	leaf, err := tok.Certificate(ctx, hsm.KeyRef{Label: provision.KeyLabel})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ca, err := tok.Certificate(ctx, hsm.KeyRef{Label: provision.CALabel})
-	if err != nil {
-		b.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM([]byte(readFile(b, filepath.Join(s.dir, "pki", "root.pem"))))
-	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 4, TLSClientConfig: &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: roots,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Raw, ca.Raw}, PrivateKey: signer, Leaf: leaf}},
-	}}}
-	return &benchPayer{s: s, customer: k.customerID, token: tok, signer: signer, leaf: leaf, hc: hc}
+	kc := s.keyClient(b, k)
+	return &benchPayer{s: s, customer: k.customerID, token: kc.token, signer: kc.signer, leaf: kc.leaf, hc: kc.hc}
 }
 
 var (
